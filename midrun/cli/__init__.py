@@ -1,0 +1,1 @@
+"""The ``midrun`` command line."""

@@ -1,0 +1,1 @@
+"""Core: ids and errors shared by every layer. Standard library only."""
