@@ -53,7 +53,9 @@ class WorkflowPlan(Plan):
         self.context = context or RunContext(run_id=run_id)
         self.context.run_id = run_id
         self.prompt = workflow.to_api()
-        self.needed = workflow.ancestors(self.targets)
+        # Ready nodes start in document order, as a canvas user laid them out.
+        position = {node_id: i for i, node_id in enumerate(workflow.nodes)}
+        self.needed = sorted(workflow.ancestors(self.targets), key=position.__getitem__)
         self.deps: dict[str, set[str]] = {
             n: {link.node_id for _, link in workflow[n].links()} for n in self.needed
         }

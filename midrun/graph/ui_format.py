@@ -312,15 +312,23 @@ class _Converter:
         for entry in instance_inputs:
             if entry.get("name") == name and entry.get("link") is not None:
                 return self._resolve_link(scope.parent, int(entry["link"]), hops)
-        widget_inputs = [i for i in scope.graph.inputs if _type_set(i.get("type")) & WIDGET_TYPES]
         values = scope.instance.get("widgets_values")
-        if isinstance(values, Mapping) and name in values:
-            return Literal(values[name])
-        if isinstance(values, list) and sub_input in widget_inputs:
-            index = widget_inputs.index(sub_input)
-            if index < len(values):
-                return Literal(values[index])
-        return None
+        if isinstance(values, Mapping):
+            return Literal(values[name]) if name in values else None
+        if not isinstance(values, list) or not values:
+            # Newer files (properties.proxyWidgets) keep the value in the inner node.
+            return None
+        widget_inputs = [i for i in scope.graph.inputs if _type_set(i.get("type")) & WIDGET_TYPES]
+        if sub_input not in widget_inputs:
+            return None
+        linked = {e.get("name") for e in instance_inputs if e.get("link") is not None}
+        unlinked = [i for i in widget_inputs if i.get("name") not in linked]
+        # Older files hold one value per widget-typed subgraph input; some only for the
+        # inputs not linked in the parent graph.
+        if len(values) != len(widget_inputs) and len(values) == len(unlinked):
+            widget_inputs = unlinked
+        index = widget_inputs.index(sub_input)
+        return Literal(values[index]) if index < len(values) else None
 
 
 def ui_to_api(document: Mapping[str, Any], registry: NodeRegistry) -> Workflow:

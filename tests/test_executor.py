@@ -1,0 +1,407 @@
+"""The executor: caching, dirty re-runs, concurrency, the steppable protocol, control
+points, suspend/resume (also in a new process), abort and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from midrun.core.errors import NodeExecutionError, NodeNotImplementedError, RunStateError
+from midrun.debug.trace import StopAt, Tracer
+from midrun.engine.cache import OutputCache
+from midrun.engine.control import ControlPoint, Directive, Hook, Position
+from midrun.engine.executor import Executor, RunStatus, WorkflowInvalidError
+from midrun.engine.runstate import RunState
+from midrun.graph.registry import NodeRegistry
+from midrun.graph.workflow import Workflow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def steps_workflow(steps: int = 10, start: int = 3) -> Workflow:
+    return Workflow.from_api(
+        {
+            "1": {"class_type": "Const", "inputs": {"value": start}},
+            "2": {"class_type": "CountSteps", "inputs": {"start": ["1", 0], "steps": steps}},
+            "3": {"class_type": "Output", "inputs": {"value": ["2", 0]}},
+            "4": {"class_type": "Output", "inputs": {"value": ["2", 1], "label": "trace"}},
+        }
+    )
+
+
+def diamond() -> Workflow:
+    return Workflow.from_api(
+        {
+            "1": {"class_type": "Const", "inputs": {"value": 1}},
+            "2": {"class_type": "Const", "inputs": {"value": 10}},
+            "3": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["2", 0]}},
+            "4": {"class_type": "Add", "inputs": {"a": ["3", 0], "b": ["2", 0]}},
+            "5": {"class_type": "Output", "inputs": {"value": ["4", 0]}},
+            "6": {"class_type": "Const", "inputs": {"value": 99}},  # not an ancestor of an output
+        }
+    )
+
+
+def ui_value(result, node_id: str):
+    return result.plan.ui[node_id]["value"][0]
+
+
+async def test_runs_only_output_ancestry(registry: NodeRegistry, calls) -> None:
+    tracer = Tracer()
+    result = await Executor(hooks=[tracer]).run(diamond(), registry)
+    assert result.status == RunStatus.COMPLETED
+    assert ui_value(result, "5") == 21
+    assert "6" not in tracer.nodes()
+    assert calls["Const"] == 2 and calls["Add"] == 2
+    assert result.plan.ui["5"]["node"] == ["5"]  # hidden UNIQUE_ID
+
+
+async def test_cache_skips_unchanged_nodes_across_runs(registry: NodeRegistry, calls) -> None:
+    cache = OutputCache()
+    executor = Executor()
+    first = await executor.run(diamond(), registry, cache=cache)
+    assert sorted(first.plan.executed) == ["1", "2", "3", "4", "5"]
+    second = await executor.run(diamond(), registry, cache=cache)
+    assert second.plan.executed == []
+    assert sorted(second.plan.cached) == ["1", "2", "3", "4", "5"]
+    assert ui_value(second, "5") == 21
+    assert calls["Add"] == 2
+
+
+async def test_edit_reruns_only_dirty_nodes(registry: NodeRegistry, calls) -> None:
+    cache = OutputCache()
+    executor = Executor()
+    await executor.run(diamond(), registry, cache=cache)
+    edited = diamond()
+    edited["1"].inputs["value"] = 5
+    result = await executor.run(edited, registry, cache=cache)
+    # Node 2 is untouched; 1 changed, so 3, 4 and 5 (downstream) recompute.
+    assert sorted(result.plan.executed) == ["1", "3", "4", "5"]
+    assert result.plan.cached == ["2"]
+    assert ui_value(result, "5") == 5 + 10 + 10
+
+
+async def test_cache_key_distinguishes_types_and_links(registry: NodeRegistry) -> None:
+    cache = OutputCache()
+    executor = Executor()
+    await executor.run(diamond(), registry, cache=cache)
+    rewired = diamond()
+    rewired["4"].inputs["b"] = ["1", 0]  # same values elsewhere, different wiring
+    result = await executor.run(rewired, registry, cache=cache)
+    assert sorted(result.plan.executed) == ["4", "5"]
+    assert ui_value(result, "5") == 12
+
+
+async def test_cache_is_bounded_lru() -> None:
+    from midrun.engine.cache import CacheEntry
+
+    cache = OutputCache(max_entries=2)
+    for key in "abc":
+        cache.put(key, CacheEntry((key,)))
+    assert "a" not in cache and len(cache) == 2
+    cache.get("b")
+    cache.put("d", CacheEntry(("d",)))
+    assert "b" in cache and "c" not in cache
+
+
+def parallel_workflow(kind: str, n: int = 4, seconds: float = 0.3) -> Workflow:
+    doc = {"0": {"class_type": "Const", "inputs": {"value": 1}}}
+    for i in range(1, n + 1):
+        doc[str(i)] = {"class_type": kind, "inputs": {"value": ["0", 0], "seconds": seconds}}
+        doc[f"o{i}"] = {"class_type": "Output", "inputs": {"value": [str(i), 0]}}
+    return Workflow.from_api(doc)
+
+
+@pytest.mark.parametrize("kind", ["Slow", "SlowAsync"])
+async def test_independent_nodes_run_concurrently(registry: NodeRegistry, kind: str) -> None:
+    from tests.testnodes import ACTIVE
+
+    started = time.perf_counter()
+    result = await Executor(max_concurrency=4).run(parallel_workflow(kind), registry)
+    elapsed = time.perf_counter() - started
+    assert result.ok
+    assert ACTIVE["peak"] == 4
+    assert elapsed < 4 * 0.3  # sequential would take at least 1.2 s
+
+
+async def test_concurrency_limit_is_respected(registry: NodeRegistry) -> None:
+    from tests.testnodes import ACTIVE
+
+    result = await Executor(max_concurrency=2).run(
+        parallel_workflow("SlowAsync", 5, 0.05), registry
+    )
+    assert result.ok and ACTIVE["peak"] == 2
+
+
+async def test_sequential_by_default(registry: NodeRegistry) -> None:
+    from tests.testnodes import ACTIVE
+
+    result = await Executor().run(parallel_workflow("SlowAsync", 3, 0.02), registry)
+    assert result.ok and ACTIVE["peak"] == 1
+
+
+async def test_steppable_protocol_and_control_points(registry: NodeRegistry, calls) -> None:
+    tracer = Tracer()
+    result = await Executor(hooks=[tracer]).run(steps_workflow(steps=4, start=2), registry)
+    assert ui_value(result, "3") == 2 * (1 + 2 + 3 + 4)
+    assert ui_value(result, "4") == [1, 2, 3, 4]
+    assert calls["CountSteps.start"] == 1 and calls["CountSteps.step"] == 4
+    points = [(p.position, p.node_id, p.step) for p in tracer.points if p.node_id == "2"]
+    assert points == [
+        ("before", "2", None),
+        ("step", "2", 1),
+        ("step", "2", 2),
+        ("step", "2", 3),
+        ("step", "2", 4),
+        ("after", "2", None),
+    ]
+    assert {p.total_steps for p in tracer.points if p.position == "step"} == {4}
+    assert [e.kind for e in tracer.events] == ["started", "completed"]
+
+
+async def test_zero_step_steppable_finishes(registry: NodeRegistry) -> None:
+    result = await Executor().run(steps_workflow(steps=0), registry)
+    assert ui_value(result, "4") == []
+
+
+async def test_results_identical_with_and_without_hooks(registry: NodeRegistry) -> None:
+    bare = await Executor().run(steps_workflow(steps=30), registry)
+    hooked = await Executor(hooks=[Tracer()]).run(steps_workflow(steps=30), registry)
+    assert bare.plan.ui == hooked.plan.ui
+
+
+@pytest.mark.parametrize("stop_step", [1, 5, 9, 10])
+async def test_suspend_and_resume_in_process_is_identical(
+    registry: NodeRegistry, calls, stop_step: int, tmp_path: Path
+) -> None:
+    reference = await Executor().run(steps_workflow(), registry)
+    calls.clear()
+    first = await Executor(hooks=[StopAt("2", step=stop_step)]).run(steps_workflow(), registry)
+    assert first.status == RunStatus.SUSPENDED
+    assert first.in_flight["2"][0] == stop_step
+    assert calls["CountSteps.step"] == stop_step
+    saved = first.state.save(tmp_path / "run")
+    resumed = await Executor().resume(RunState.load(saved), registry)
+    assert resumed.status == RunStatus.COMPLETED
+    assert resumed.plan.ui == reference.plan.ui
+    assert calls["CountSteps.start"] == 1  # resumed mid-node, not restarted
+    assert calls["CountSteps.step"] == 10
+    assert calls["Const"] == 1  # the resumed run reused the saved value
+
+
+async def test_suspend_before_node_and_after_node(registry: NodeRegistry, calls) -> None:
+    reference = await Executor().run(steps_workflow(), registry)
+    for position in (Position.BEFORE, Position.AFTER):
+        first = await Executor(hooks=[StopAt("2", position=position)]).run(
+            steps_workflow(), registry
+        )
+        assert first.status == RunStatus.SUSPENDED
+        state = RunState.load(first.state.save(Path(f"/tmp/midrun-test-{position}")))
+        resumed = await Executor().resume(state, registry)
+        assert resumed.plan.ui == reference.plan.ui
+
+
+async def test_pause_requested_from_another_thread(registry: NodeRegistry) -> None:
+    """A flag set by another thread takes effect at the next control point."""
+    import threading
+
+    class PauseFlag(Hook):
+        def __init__(self) -> None:
+            self.flag = threading.Event()
+            self.seen_step = None
+
+        async def on_point(self, point: ControlPoint) -> Directive | None:
+            if self.flag.is_set():
+                self.seen_step = point.step
+                return Directive.suspend("user pause")
+            return None
+
+    hook = PauseFlag()
+    workflow = Workflow.from_api(
+        {
+            "1": {"class_type": "Const", "inputs": {"value": 1}},
+            "2": {"class_type": "CountSteps", "inputs": {"start": ["1", 0], "steps": 10000}},
+            "3": {"class_type": "Slow", "inputs": {"value": ["2", 0], "seconds": 0.0}},
+            "4": {"class_type": "Output", "inputs": {"value": ["3", 0]}},
+        }
+    )
+    timer = threading.Timer(0.05, hook.flag.set)
+    timer.start()
+    result = await Executor(hooks=[hook], max_concurrency=2).run(workflow, registry)
+    assert result.status == RunStatus.SUSPENDED and result.reason == "user pause"
+    assert 0 < result.in_flight["2"][0] < 10000
+    finished = await Executor().resume(result.state, registry)
+    assert finished.ok
+
+
+async def test_abort_keeps_partial_results(registry: NodeRegistry) -> None:
+    result = await Executor(hooks=[StopAt("2", step=3, abort=True, reason="enough")]).run(
+        steps_workflow(), registry
+    )
+    assert result.status == RunStatus.ABORTED and result.reason == "enough"
+    step, state = result.in_flight["2"]
+    assert step == 3 and state["trace"] == [1, 2, 3]
+    assert result.plan.values["1"] == (3,)
+    assert result.state is not None  # inspectable, like a pause
+
+
+async def test_node_error_names_node_and_class(registry: NodeRegistry) -> None:
+    workflow = Workflow.from_api(
+        {
+            "1": {"class_type": "Const", "inputs": {"value": 1}},
+            "2": {"class_type": "Boom", "inputs": {"value": ["1", 0], "message": "kaput"}},
+            "3": {"class_type": "Output", "inputs": {"value": ["2", 0]}},
+        }
+    )
+    tracer = Tracer()
+    result = await Executor(hooks=[tracer]).run(workflow, registry)
+    assert result.status == RunStatus.FAILED
+    assert isinstance(result.error, NodeExecutionError)
+    assert result.error.node_id == "2" and result.error.class_type == "Boom"
+    assert "kaput" in result.error.message
+    assert ("error", "2") in [(p.position, p.node_id) for p in tracer.points]
+    assert tracer.events[-1].kind == "failed"
+
+
+async def test_hook_may_suspend_on_error_and_resume_later(registry: NodeRegistry) -> None:
+    class SuspendOnError(Hook):
+        async def on_point(self, point: ControlPoint) -> Directive | None:
+            if point.position == Position.ERROR:
+                return Directive.suspend(f"error in {point.node_id}: {point.error}")
+            return None
+
+    workflow = Workflow.from_api(
+        {
+            "1": {"class_type": "Const", "inputs": {"value": 1}},
+            "2": {"class_type": "Boom", "inputs": {"value": ["1", 0], "message": "boom"}},
+            "3": {"class_type": "Output", "inputs": {"value": ["2", 0]}},
+        }
+    )
+    result = await Executor(hooks=[SuspendOnError()]).run(workflow, registry)
+    assert result.status == RunStatus.SUSPENDED and "boom" in result.reason
+
+
+async def test_invalid_workflow_is_refused_before_running(registry: NodeRegistry, calls) -> None:
+    workflow = diamond()
+    workflow["3"].inputs["a"] = ["404", 0]
+    with pytest.raises(WorkflowInvalidError) as info:
+        await Executor().run(workflow, registry)
+    assert "3" in info.value.extra_info["node_errors"]
+    assert calls["Const"] == 0
+
+
+async def test_declared_node_without_implementation_is_refused(registry: NodeRegistry) -> None:
+    workflow = Workflow.from_api(
+        {
+            "1": {"class_type": "Const", "inputs": {"value": 1}},
+            "2": {"class_type": "Declared", "inputs": {"value": ["1", 0]}},
+            "3": {"class_type": "Output", "inputs": {"value": ["2", 0]}},
+        }
+    )
+    with pytest.raises(NodeNotImplementedError) as info:
+        await Executor().run(workflow, registry)
+    assert info.value.extra_info["class_types"] == ["Declared"]
+
+
+async def test_unserialisable_values_are_recomputed_on_resume(
+    registry: NodeRegistry, calls, tmp_path: Path
+) -> None:
+    """A finished node whose output cannot be saved (like a loaded model) re-runs."""
+    from midrun.graph.types import INT, InputSpec, NodeType, OutputSpec
+
+    class Model:
+        def __init__(self, factor: int) -> None:
+            self.factor = factor
+
+    def load(factor: int) -> tuple[Model]:
+        calls["Load"] += 1
+        return (Model(factor),)
+
+    def apply(model: Model, total: int) -> tuple[int]:
+        return (model.factor * total,)
+
+    registry.register(NodeType("Load", (InputSpec("factor", INT),), (OutputSpec("MODEL"),), load))
+    registry.register(
+        NodeType(
+            "Apply",
+            (InputSpec("model", "MODEL"), InputSpec("total", INT)),
+            (OutputSpec(INT),),
+            apply,
+        )
+    )
+    workflow = Workflow.from_api(
+        {
+            "0": {"class_type": "Load", "inputs": {"factor": 7}},
+            "1": {"class_type": "Const", "inputs": {"value": 2}},
+            "2": {"class_type": "CountSteps", "inputs": {"start": ["1", 0], "steps": 6}},
+            "3": {"class_type": "Apply", "inputs": {"model": ["0", 0], "total": ["2", 0]}},
+            "4": {"class_type": "Output", "inputs": {"value": ["3", 0]}},
+        }
+    )
+    first = await Executor(hooks=[StopAt("2", step=2)]).run(workflow, registry)
+    assert first.state.plan["values"]["0"] is None
+    state = RunState.load(first.state.save(tmp_path / "s"))
+    resumed = await Executor().resume(state, registry)
+    assert resumed.plan.ui["4"]["value"] == [7 * 2 * (1 + 2 + 3 + 4 + 5 + 6)]
+    assert calls["Load"] == 2
+
+
+async def test_corrupt_or_foreign_run_state_is_refused(
+    registry: NodeRegistry, tmp_path: Path
+) -> None:
+    with pytest.raises(RunStateError):
+        RunState.load(tmp_path / "nothing")
+    first = await Executor(hooks=[StopAt("2", step=1)]).run(steps_workflow(), registry)
+    saved = first.state.save(tmp_path / "s")
+    (saved / "run.json").write_text("{not json")
+    with pytest.raises(RunStateError, match="corrupt"):
+        RunState.load(saved)
+    first.state.plan["workflow"]["2"]["class_type"] = "Vanished"
+    with pytest.raises(RunStateError, match="Vanished"):
+        await Executor().resume(first.state, registry)
+
+
+RESUME_SCRIPT = """
+import asyncio, json, sys
+from midrun.engine.executor import Executor
+from midrun.engine.runstate import RunState
+from tests.testnodes import registry, CALLS
+result = asyncio.run(Executor().resume(RunState.load(sys.argv[1]), registry()))
+print(json.dumps({"status": result.status.value, "ui": result.plan.ui, "calls": dict(CALLS)}))
+"""
+
+
+async def test_saved_run_state_continues_in_a_new_process(
+    registry: NodeRegistry, tmp_path: Path
+) -> None:
+    reference = await Executor().run(steps_workflow(steps=25), registry)
+    first = await Executor(hooks=[StopAt("2", step=11)]).run(steps_workflow(steps=25), registry)
+    saved = first.state.save(tmp_path / "paused")
+    out = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, str(saved)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(out.stdout)
+    assert report["status"] == "completed"
+    assert report["ui"] == json.loads(json.dumps(reference.plan.ui))
+    assert report["calls"] == {"CountSteps.step": 14, "CountSteps.finish": 1, "Output": 2}
+
+
+async def test_run_state_save_is_atomic_over_previous(
+    registry: NodeRegistry, tmp_path: Path
+) -> None:
+    a = await Executor(hooks=[StopAt("2", step=2)]).run(steps_workflow(), registry)
+    b = await Executor(hooks=[StopAt("2", step=7)]).run(steps_workflow(), registry)
+    target = tmp_path / "state"
+    a.state.save(target)
+    b.state.save(target)
+    assert RunState.load(target).plan["in_flight"]["2"]["step"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["state"]
