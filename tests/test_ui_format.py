@@ -86,14 +86,14 @@ def test_v1_object_links(registry: NodeRegistry) -> None:
     document["version"] = 1
     document["links"] = [
         {
-            "id": l[0],
-            "origin_id": l[1],
-            "origin_slot": l[2],
-            "target_id": l[3],
-            "target_slot": l[4],
-            "type": l[5],
+            "id": k[0],
+            "origin_id": k[1],
+            "origin_slot": k[2],
+            "target_id": k[3],
+            "target_slot": k[4],
+            "type": k[5],
         }
-        for l in document["links"]
+        for k in document["links"]
     ]
     assert ui_to_api(document, registry).to_api() == ui_to_api(basic(), registry).to_api()
 
@@ -216,7 +216,7 @@ def test_bypass_falls_back_to_first_input_of_matching_type(registry: NodeRegistr
         )
     )
     document["links"] += [[50, 2, 0, 50, 1, "INT"], [51, 50, 0, 4, 0, "INT"]]
-    document["links"] = [l for l in document["links"] if l[0] != 3]
+    document["links"] = [k for k in document["links"] if k[0] != 3]
     document["nodes"][3]["inputs"][0]["link"] = 51
     api = ui_to_api(document, registry).to_api()
     assert api["4"]["inputs"]["value"] == ["2", 0]
