@@ -90,14 +90,19 @@ def test_return_type_mismatch(registry: NodeRegistry) -> None:
     assert "received_type(FLOAT) mismatch input_type(INT)" in error["details"]
 
 
-def test_any_type_accepts_every_link(registry: NodeRegistry) -> None:
+def test_any_and_union_types_accept_matching_links(registry: NodeRegistry) -> None:
     doc = chain()
-    doc["5"] = {"class_type": "Scale", "inputs": {"x": ["3", 0]}}
-    doc["9"]["inputs"]["value"] = ["5", 0]
-    assert validate(wf(doc), registry).ok is False  # INT into FLOAT x
-    doc["5"]["inputs"]["x"] = ["3", 0]
-    doc["9"]["inputs"]["value"] = ["3", 0]
+    doc["5"] = {
+        "class_type": "Scale",
+        "inputs": {"x": ["3", 0], "factor": 1.0},
+    }  # INT into INT,FLOAT
+    doc["9"]["inputs"]["value"] = ["5", 0]  # FLOAT into *
     assert validate(wf(doc), registry).ok
+    doc["5"]["inputs"]["x"] = ["1", 0]
+    doc["3"]["inputs"]["b"] = ["5", 0]  # FLOAT into INT: refused
+    doc["9"]["inputs"]["value"] = ["3", 0]
+    result = validate(wf(doc), registry)
+    assert only_error(result, "3")["type"] == "return_type_mismatch"
 
 
 def test_invalid_input_type(registry: NodeRegistry) -> None:

@@ -126,7 +126,7 @@ def test_types() -> list[NodeType]:
         NodeType(
             "Scale",
             (
-                InputSpec("x", FLOAT, force_input=True),
+                InputSpec("x", "INT,FLOAT", force_input=True),
                 InputSpec("factor", FLOAT, default=2.0, min=0.0, max=10.0, step=0.5),
                 InputSpec("mode", COMBO, choices=("mul", "div"), section="optional"),
             ),

@@ -167,7 +167,7 @@ def life_types() -> list[NodeType]:
             "Life: grid to text",
         ),
         NodeType(
-            "SaveText",
+            "MidrunSaveText",
             (
                 InputSpec("text", STRING, force_input=True),
                 InputSpec("filename_prefix", STRING, default="midrun"),
