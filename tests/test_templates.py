@@ -139,3 +139,85 @@ def test_known_sdxl_template_converts_to_expected_graph(name: str) -> None:
                 spec.inputs["sampler_name"]
                 in builtin_registry()[spec.class_type].input("sampler_name").choices
             )
+
+
+def _declare_from_files(registry: NodeRegistry) -> NodeRegistry:
+    """Declare every type the corpus uses and midrun lacks, from the files' own slot data
+    merged over all occurrences: widget names from ``widgets_values_named``, link inputs
+    and outputs from the slots (the longest output list seen: node versions differ)."""
+    from midrun.graph.types import InputSpec, NodeType, OutputSpec
+
+    kinds = {bool: "BOOLEAN", int: "INT", float: "FLOAT", str: "STRING"}
+    inputs: dict[str, dict[str, InputSpec]] = {}
+    outputs: dict[str, list[OutputSpec]] = {}
+    subgraph_ids: set[str] = set()
+    for document in templates().values():
+        subgraph_ids |= {
+            s["id"] for s in (document.get("definitions") or {}).get("subgraphs") or []
+        }
+        for node in all_nodes(document):
+            class_type = node["type"]
+            if class_type in registry or class_type in VIRTUAL_TYPES:
+                continue
+            named = node.get("widgets_values_named")
+            named = named if isinstance(named, dict) else {}
+            slots = inputs.setdefault(class_type, {})
+            for key, value in named.items():
+                if key in ("control_after_generate", "upload") or (
+                    isinstance(value, str) and value in CONTROL_VALUES
+                ):
+                    continue
+                slots.setdefault(
+                    key, InputSpec(key, kinds.get(type(value), "STRING"), section="optional")
+                )
+            for slot in node.get("inputs") or []:
+                slots.setdefault(slot["name"], InputSpec(slot["name"], "*", section="optional"))
+            found = [OutputSpec(str(o.get("type") or "*")) for o in node.get("outputs") or []]
+            if len(found) > len(outputs.get(class_type, [])):
+                outputs[class_type] = found
+    declared = [
+        NodeType(
+            name,
+            tuple(slots.values()),
+            tuple(outputs.get(name, [])),
+            lambda **_: None,
+            output_node=not outputs.get(name),
+        )
+        for name, slots in inputs.items()
+        if name not in subgraph_ids
+    ]
+    return NodeRegistry([*registry, *declared])
+
+
+def test_every_template_flattens_to_a_well_formed_api_graph() -> None:
+    """All 644 files through the converter: links land on live nodes and real output slots,
+    no virtual or subgraph-instance node survives, nested ids are path-shaped."""
+    from midrun.graph.workflow import as_link
+
+    registry = _declare_from_files(builtin_registry())
+    flattened = 0
+    for name, document in templates().items():
+        workflow = ui_to_api(document, registry)
+        subgraph_ids = {s["id"] for s in (document.get("definitions") or {}).get("subgraphs") or []}
+        for node_id, spec in workflow.nodes.items():
+            assert spec.class_type not in VIRTUAL_TYPES and spec.class_type not in subgraph_ids
+            assert all(part.isdigit() for part in node_id.split(":")), (name, node_id)
+            flattened += ":" in node_id
+            for input_name, value in spec.inputs.items():
+                link = as_link(value)
+                if link is None:
+                    continue
+                assert link.node_id in workflow, (name, node_id, input_name, value)
+                source = registry[workflow[link.node_id].class_type]
+                assert link.output < len(source.outputs), (name, node_id, input_name, value)
+        live = [
+            n
+            for n in document["nodes"]
+            if n.get("mode", 0) not in (2, 4) and n["type"] in subgraph_ids
+        ]
+        for instance in live:
+            assert any(i.startswith(f"{instance['id']}:") for i in workflow.nodes), (
+                name,
+                instance["id"],
+            )
+    assert flattened > 1000  # the corpus's subgraphs really were expanded

@@ -436,7 +436,8 @@ def _save_image() -> NodeType:
             ),
             *_image_hidden(),
         ),
-        outputs=(),
+        # Current ComfyUI passes the images through, so a save can feed further nodes.
+        outputs=(OutputSpec(IMAGE, "images"),),
         category="image",
         display_name="Save Image",
         description=_SAVE_IMAGE_DESCRIPTION,
@@ -451,7 +452,7 @@ def _preview_image() -> NodeType:
     return NodeType(
         "PreviewImage",
         inputs=(InputSpec("images", IMAGE), *_image_hidden()),
-        outputs=(),
+        outputs=(OutputSpec(IMAGE, "images"),),
         category="image",
         display_name="Preview Image",
         description=_SAVE_IMAGE_DESCRIPTION,
