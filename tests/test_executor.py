@@ -284,6 +284,22 @@ async def test_hook_may_suspend_on_error_and_resume_later(registry: NodeRegistry
     )
     result = await Executor(hooks=[SuspendOnError()]).run(workflow, registry)
     assert result.status == RunStatus.SUSPENDED and "boom" in result.reason
+    # The failing node is pending, not finished: fix it and the run continues from there.
+    assert result.state.plan["finished"] == ["1"]
+    from midrun.graph.types import INT, STRING, InputSpec, NodeType, OutputSpec
+
+    registry.register(
+        NodeType(
+            "Boom",
+            (InputSpec("value", INT), InputSpec("message", STRING)),
+            (OutputSpec(INT),),
+            lambda value, message: (value + 1,),
+        ),
+        replace=True,
+    )
+    resumed = await Executor().resume(result.state, registry)
+    assert resumed.ok and resumed.plan.ui["3"]["value"] == [2]
+    assert resumed.plan.executed == ["1", "2", "3"]
 
 
 async def test_invalid_workflow_is_refused_before_running(registry: NodeRegistry, calls) -> None:
