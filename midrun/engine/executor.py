@@ -119,12 +119,15 @@ class Executor:
         checked = validate(workflow, registry, targets)
         if not checked.ok:
             error = checked.error
-            raise WorkflowInvalidError(
+            invalid = WorkflowInvalidError(
                 error.message if error else "Prompt outputs failed validation",
                 details=error.details if error else "",
                 error=error.to_dict() if error else None,
                 node_errors=checked.node_errors,
             )
+            if error is not None:
+                invalid.type = error.type
+            raise invalid
         run_id = run_id or new_id()
         plan = WorkflowPlan(
             checked.workflow, registry, checked.outputs, run_id=run_id, cache=cache, context=context
