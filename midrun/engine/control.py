@@ -64,6 +64,7 @@ class ControlPoint:
     step_state: Any = None
     outputs: tuple[Any, ...] | None = None
     error: BaseException | None = None
+    kind: str = "workflow"  # or "stategraph": the plan kind this point belongs to
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,10 +63,11 @@ class RunResult:
 class _Run:
     """Per-run mutable state shared by the run's tasks."""
 
-    __slots__ = ("hooks", "offload", "run_id", "stop")
+    __slots__ = ("hooks", "kind", "offload", "run_id", "stop")
 
-    def __init__(self, run_id: str, hooks: Sequence[Hook], offload: bool) -> None:
+    def __init__(self, run_id: str, hooks: Sequence[Hook], offload: bool, kind: str) -> None:
         self.run_id = run_id
+        self.kind = kind
         self.hooks = tuple(hooks)
         self.offload = offload
         self.stop: Directive | None = None
@@ -75,7 +76,13 @@ class _Run:
         if self.stop is not None:
             return self.stop
         point = ControlPoint(
-            self.run_id, position, task.node_id, task.class_type, task.inputs, **fields
+            self.run_id,
+            position,
+            task.node_id,
+            task.class_type,
+            task.inputs,
+            kind=self.kind,
+            **fields,
         )
         for hook in self.hooks:
             directive = await hook.on_point(point)
@@ -156,7 +163,7 @@ class Executor:
     async def run_plan(self, plan: Plan) -> RunResult:
         """The control loop."""
         started = time.perf_counter()
-        run = _Run(plan.run_id, self.hooks, offload=self.max_concurrency > 1)
+        run = _Run(plan.run_id, self.hooks, offload=self.max_concurrency > 1, kind=plan.kind)
         if run.hooks:
             await run.event("started")
             cached = getattr(plan, "cached", None)
