@@ -403,3 +403,24 @@ async def test_breakpoint_scopes_workflow_and_run(registry: NodeRegistry) -> Non
     assert (await session.wait_for_pause()).breakpoint_ids == [mine.id]
     await session.continue_execution()
     assert (await task).ok
+
+
+async def test_step_out_of_a_subgraph(registry: NodeRegistry) -> None:
+    """Flattened subgraph nodes ("12:5") are stepped into one by one and stepped out of."""
+    workflow = Workflow.from_api(
+        {
+            "1": {"class_type": "Const", "inputs": {"value": 1}},
+            "12:5": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["1", 0]}},
+            "12:6": {"class_type": "Add", "inputs": {"a": ["12:5", 0], "b": ["1", 0]}},
+            "4": {"class_type": "Output", "inputs": {"value": ["12:6", 0]}},
+        }
+    )
+    session = DebugSession(graph=workflow)
+    session.set_breakpoint(node_id="12:5", position="after")
+    task = run_workflow(session, registry, workflow)
+    assert (await session.wait_for_pause()).node_id == "12:5"
+    await session.step_out()
+    context = await session.wait_for_pause()
+    assert (context.node_id, context.position) == ("4", "before")
+    await session.continue_execution()
+    assert (await task).plan.ui["4"]["value"] == [3]

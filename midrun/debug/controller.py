@@ -229,7 +229,11 @@ class ExecutionController(Hook):
         elif self._mode != Command.CONTINUE:
             reason = self._stepping(point)
         candidates = self.breakpoints.candidates(point.node_id)
-        record = self.record_history and point.position in (Position.BEFORE, Position.AFTER)
+        record = (
+            self.record_history
+            and point.position is not Position.STEP
+            and (point.position is not Position.ERROR)
+        )
         if not candidates and reason is None and not record:
             return None
         state = point_state(point)

@@ -24,7 +24,7 @@ from midrun.engine.plan import NO_STATE, Outcome, Plan, Task
 from midrun.engine.runstate import RunState
 from midrun.engine.workflow_plan import RunContext, WorkflowPlan
 from midrun.graph.registry import NodeRegistry
-from midrun.graph.types import normalise_outputs, total_steps
+from midrun.graph.types import normalise_outputs
 from midrun.graph.validation import validate
 from midrun.graph.workflow import Workflow
 
@@ -280,18 +280,20 @@ class Executor:
             except Exception as exc:
                 return await self._failed(run, task, exc, state, step)
         else:
+            offload, hooked = run.offload, bool(run.hooks)
+            totals = getattr(impl, "total_steps", None)
             while not done(state):
                 try:
-                    state = await run.call(advance, state)
+                    state = await asyncio.to_thread(advance, state) if offload else advance(state)
                 except Exception as exc:
                     return await self._failed(run, task, exc, state, step)
                 step += 1
-                if run.hooks:
+                if hooked:
                     directive = await run.point(
                         Position.STEP,
                         task,
                         step=step,
-                        total_steps=total_steps(impl, state),
+                        total_steps=totals(state) if totals is not None else None,
                         step_state=state,
                     )
                     if directive is not None:

@@ -142,12 +142,6 @@ class Steppable(Protocol):
     def finish(self, state: Any) -> tuple[Any, ...] | NodeResult: ...
 
 
-def total_steps(impl: Steppable, state: Any) -> int | None:
-    """The step count a steppable reports for progress, if it offers one."""
-    fn = getattr(impl, "total_steps", None)
-    return fn(state) if fn is not None else None
-
-
 NodeImpl = Callable[..., Any] | Steppable
 
 

@@ -1,0 +1,103 @@
+"""Cost of the debugger: absent, and attached with 100 breakpoints on other nodes.
+
+Workload: a steppable node doing ``--steps`` steps of 1 ms (busy wait), as in
+engine_overhead.py. ``disabled_overhead_pct`` compares the engine with no debugger to a
+hand-written loop. ``enabled_no_hit_us_per_point`` is the extra time per control point
+with a DebugSession attached holding ``--breakpoints`` breakpoints on other nodes (none
+matching), measured on zero-cost steps so only the control point is timed. Minimum over
+``--repeat`` runs.
+
+    python bench/debug_overhead.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine_overhead import bare, registry, workflow
+
+from midrun.debug.session import DebugSession, DebugSessionConfig
+from midrun.engine.executor import Executor
+
+
+def session_with(breakpoints: int) -> DebugSession:
+    session = DebugSession(DebugSessionConfig(record_history=True))
+    for i in range(breakpoints):
+        kind = i % 4
+        if kind == 0:
+            session.set_breakpoint(node_id=f"other-{i}", position="before")
+        elif kind == 1:
+            session.set_breakpoint(
+                node_id=f"other-{i}", condition="step > 3", position="step", every=2
+            )
+        elif kind == 2:
+            session.set_breakpoint(
+                node_id=f"other-{i}", position="after", log_message="value {outputs}"
+            )
+        else:
+            session.set_breakpoint(node_id=f"other-{i}", state_key="inputs.steps", position="after")
+    return session
+
+
+def timed(steps: int, step_ms: float, session: DebugSession | None) -> float:
+    reg, wf = registry(), workflow(steps, step_ms)
+
+    async def go() -> float:
+        hooks = [session.create_hook()] if session is not None else []
+        started = time.perf_counter()
+        result = await Executor(hooks=hooks).run(wf, reg)
+        elapsed = time.perf_counter() - started
+        assert result.ok and result.plan.ui["2"]["value"] == [steps]
+        return elapsed
+
+    return asyncio.run(go())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--step-ms", type=float, default=1.0)
+    parser.add_argument("--points", type=int, default=100000)
+    parser.add_argument("--breakpoints", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    bare_s = min(bare(args.steps, args.step_ms) for _ in range(args.repeat))
+    absent_s = min(timed(args.steps, args.step_ms, None) for _ in range(args.repeat))
+    attached_s = min(
+        timed(args.steps, args.step_ms, session_with(args.breakpoints)) for _ in range(args.repeat)
+    )
+    zero_absent = min(timed(args.points, 0.0, None) for _ in range(args.repeat))
+    zero_attached = min(
+        timed(args.points, 0.0, session_with(args.breakpoints)) for _ in range(args.repeat)
+    )
+    points = args.points + 4
+    figures = {
+        "disabled_overhead_pct": round((absent_s - bare_s) / bare_s * 100, 4),
+        "enabled_no_hit_us_per_point": round((zero_attached - zero_absent) / points * 1e6, 3),
+        "breakpoints_set": args.breakpoints,
+        "enabled_overhead_pct_at_step_ms": round((attached_s - bare_s) / bare_s * 100, 4),
+        "steps": args.steps,
+        "step_ms": args.step_ms,
+        "points_for_per_point_cost": args.points,
+        "repeat": args.repeat,
+        "python": platform.python_version(),
+    }
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f"{key:34} {value}")
+
+
+if __name__ == "__main__":
+    main()
