@@ -120,7 +120,7 @@ async def test_exception_breakpoint_pauses_with_the_error() -> None:
     task = start(compiled, session, {"n": 0, "limit": 5, "boom": 2, "seen": []})
     context = await session.wait_for_pause()
     assert context.reason == PauseReason.BREAKPOINT and context.breakpoint_ids == [bp.id]
-    assert context.position == "error" and context.node_id == "tick"
+    assert context.position == BreakpointPosition.ON_ERROR and context.node_id == "tick"
     assert context.error == "ValueError: boom at 2" and context.error_type == "ValueError"
     await session.continue_execution()
     result = await task

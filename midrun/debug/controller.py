@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from midrun.core.errors import MidrunError
-from midrun.debug.breakpoints import BreakpointSet
+from midrun.debug.breakpoints import BreakpointPosition, BreakpointSet
 from midrun.debug.inspector import Inspector, summarise
 from midrun.engine.control import ControlPoint, Directive, Hook, Position, RunEvent
 
@@ -68,7 +68,7 @@ class PauseContext:
     run_id: str
     node_id: str
     class_type: str
-    position: str
+    position: BreakpointPosition
     reason: PauseReason
     step: int | None = None
     total_steps: int | None = None
@@ -85,7 +85,7 @@ class PauseContext:
             "run_id": self.run_id,
             "node_id": self.node_id,
             "class_type": self.class_type,
-            "position": self.position,
+            "position": self.position.value,
             "reason": self.reason.value,
             "step": self.step,
             "total_steps": self.total_steps,
@@ -307,7 +307,7 @@ class ExecutionController(Hook):
                 return PauseReason.RUN_TO
             return None
         if mode == Command.STEP_OUT and origin is not None:
-            if origin.position in ("before", "step"):
+            if origin.position in (BreakpointPosition.BEFORE, BreakpointPosition.STEP):
                 same = point.node_id == origin.node_id and point.position == Position.AFTER
                 return PauseReason.STEP if same else None
             if ":" in origin.node_id:
@@ -327,7 +327,7 @@ class ExecutionController(Hook):
             run_id=point.run_id,
             node_id=point.node_id,
             class_type=point.class_type,
-            position=_BP_POSITION[point.position].replace("on_error", "error"),
+            position=BreakpointPosition(_BP_POSITION[point.position]),
             reason=reason,
             step=point.step,
             total_steps=point.total_steps,
