@@ -4,8 +4,8 @@ Workload: a steppable node doing ``--steps`` steps of 1 ms (busy wait), as in
 engine_overhead.py. ``disabled_overhead_pct`` compares the engine with no debugger to a
 hand-written loop. ``enabled_no_hit_us_per_point`` is the extra time per control point
 with a DebugSession attached holding ``--breakpoints`` breakpoints on other nodes (none
-matching), measured on zero-cost steps so only the control point is timed. Minimum over
-``--repeat`` runs.
+matching), measured on zero-cost steps so only the control point is timed. Medians over
+``--repeat`` runs; the disabled figure pairs each engine run with a bare run.
 
     python bench/debug_overhead.py --json
 """
@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -67,25 +68,33 @@ def main() -> None:
     parser.add_argument("--step-ms", type=float, default=1.0)
     parser.add_argument("--points", type=int, default=100000)
     parser.add_argument("--breakpoints", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    bare_s = min(bare(args.steps, args.step_ms) for _ in range(args.repeat))
-    absent_s = min(timed(args.steps, args.step_ms, None) for _ in range(args.repeat))
-    attached_s = min(
-        timed(args.steps, args.step_ms, session_with(args.breakpoints)) for _ in range(args.repeat)
-    )
-    zero_absent = min(timed(args.points, 0.0, None) for _ in range(args.repeat))
-    zero_attached = min(
-        timed(args.points, 0.0, session_with(args.breakpoints)) for _ in range(args.repeat)
-    )
+    pairs, bares = [], []
+    for _ in range(args.repeat):  # interleaved pairs cancel slow drifts
+        b = bare(args.steps, args.step_ms)
+        pairs.append((timed(args.steps, args.step_ms, None) - b) / b)
+        bares.append(b)
+    attached = [
+        (
+            timed(args.steps, args.step_ms, session_with(args.breakpoints))
+            - bare(args.steps, args.step_ms)
+        )
+        / args.steps
+        for _ in range(args.repeat)
+    ]
+    per_point = [
+        (timed(args.points, 0.0, session_with(args.breakpoints)) - timed(args.points, 0.0, None))
+        for _ in range(args.repeat)
+    ]
     points = args.points + 4
     figures = {
-        "disabled_overhead_pct": round((absent_s - bare_s) / bare_s * 100, 4),
-        "enabled_no_hit_us_per_point": round((zero_attached - zero_absent) / points * 1e6, 3),
+        "disabled_overhead_pct": round(statistics.median(pairs) * 100, 4),
+        "enabled_no_hit_us_per_point": round(statistics.median(per_point) / points * 1e6, 3),
         "breakpoints_set": args.breakpoints,
-        "enabled_overhead_pct_at_step_ms": round((attached_s - bare_s) / bare_s * 100, 4),
+        "enabled_us_per_step_at_step_ms": round(statistics.median(attached) * 1e6, 3),
         "steps": args.steps,
         "step_ms": args.step_ms,
         "points_for_per_point_cost": args.points,
