@@ -194,14 +194,16 @@ async def test_suspend_and_resume_in_process_is_identical(
     assert calls["Const"] == 1  # the resumed run reused the saved value
 
 
-async def test_suspend_before_node_and_after_node(registry: NodeRegistry, calls) -> None:
+async def test_suspend_before_node_and_after_node(
+    registry: NodeRegistry, calls, tmp_path: Path
+) -> None:
     reference = await Executor().run(steps_workflow(), registry)
     for position in (Position.BEFORE, Position.AFTER):
         first = await Executor(hooks=[StopAt("2", position=position)]).run(
             steps_workflow(), registry
         )
         assert first.status == RunStatus.SUSPENDED
-        state = RunState.load(first.state.save(Path(f"/tmp/midrun-test-{position}")))
+        state = RunState.load(first.state.save(tmp_path / f"state-{position}"))
         resumed = await Executor().resume(state, registry)
         assert resumed.plan.ui == reference.plan.ui
 
