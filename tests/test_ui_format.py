@@ -395,3 +395,42 @@ def test_load_workflow_detects_formats(registry: NodeRegistry) -> None:
     for bad in ([], {"nodes": "nope"}, {"1": {"inputs": {}}}, "text"):
         with pytest.raises(WorkflowFormatError):
             load_workflow(bad, registry)
+
+
+def test_reroute_loops_and_recursive_subgraphs_are_refused(registry: NodeRegistry) -> None:
+    loop = doc(
+        [
+            node(1, "Reroute", inputs=[inp("", "*", 2)], outputs=[out("*", [1])]),
+            node(2, "Reroute", inputs=[inp("", "*", 1)], outputs=[out("*", [2, 3])]),
+            node(3, "Output", inputs=[inp("value", "*", 3)], widgets=["x"]),
+        ],
+        [[1, 1, 0, 2, 0, "*"], [2, 2, 0, 1, 0, "*"], [3, 2, 0, 3, 0, "*"]],
+    )
+    with pytest.raises(WorkflowFormatError, match="loop"):
+        ui_to_api(loop, registry)
+    recursive = {
+        "id": "S",
+        "inputs": [],
+        "outputs": [{"name": "o", "type": "INT"}],
+        "nodes": [node(1, "S", outputs=[out("INT", [9])])],
+        "links": [
+            {
+                "id": 9,
+                "origin_id": 1,
+                "origin_slot": 0,
+                "target_id": -20,
+                "target_slot": 0,
+                "type": "INT",
+            }
+        ],
+    }
+    document = doc(
+        [
+            node(6, "Output", inputs=[inp("value", "*", 1)], widgets=["x"]),
+            node(5, "S", outputs=[out("INT", [1])]),
+        ],
+        [[1, 5, 0, 6, 0, "INT"]],
+        definitions={"subgraphs": [recursive]},
+    )
+    with pytest.raises(WorkflowFormatError, match="nest"):
+        ui_to_api(document, registry)

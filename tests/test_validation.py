@@ -118,6 +118,14 @@ def test_invalid_input_type(registry: NodeRegistry) -> None:
         assert "INT" in error["message"]
 
 
+def test_null_and_boolean_values(registry: NodeRegistry) -> None:
+    doc = chain()
+    doc["9"]["inputs"]["label"] = None
+    assert only_error(validate(wf(doc), registry), "9")["type"] == "invalid_input_type"
+    doc = chain(value=None)
+    assert only_error(validate(wf(doc), registry), "1")["type"] == "invalid_input_type"
+
+
 def test_value_smaller_than_min_and_bigger_than_max(registry: NodeRegistry) -> None:
     error = only_error(validate(wf(chain(value=-1001)), registry), "1")
     assert error["type"] == "value_smaller_than_min"

@@ -28,6 +28,9 @@ PRIMITIVE = "PrimitiveNode"
 VIRTUAL_TYPES = NOTE_TYPES | {REROUTE, PRIMITIVE}
 CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
 SEED_NAMES = frozenset({"seed", "noise_seed"})
+MAX_DEPTH = 32
+# Each hop costs a few stack frames; stay well inside Python's recursion limit.
+MAX_HOPS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +199,10 @@ class _Converter:
             if node_type_name in VIRTUAL_TYPES or mode in (MODE_NEVER, MODE_BYPASS):
                 continue
             if node_type_name in self.subgraphs:
-                if scope.depth > 32:
-                    raise WorkflowFormatError("Subgraphs nest more than 32 levels (recursive?)")
+                if scope.depth > MAX_DEPTH:
+                    raise WorkflowFormatError(
+                        f"Subgraphs nest more than {MAX_DEPTH} levels (recursive?)"
+                    )
                 self._emit(
                     Scope(
                         self.subgraphs[node_type_name],
@@ -233,14 +238,20 @@ class _Converter:
     # -- resolving where a link's value comes from -------------------------------------
 
     def _resolve_link(self, scope: Scope, link_id: int, hops: int = 0) -> Resolved:
-        if hops > 1000:
-            raise WorkflowFormatError("Link resolution loops (reroutes or bypasses form a cycle)")
+        if hops > MAX_HOPS:
+            raise WorkflowFormatError(
+                f"Link {link_id} passes through more than {MAX_HOPS} reroutes, bypassed nodes "
+                "or subgraph boundaries: the links form a loop",
+                link_id=link_id,
+            )
         link = scope.graph.links.get(link_id)
         if link is None:
             return None
         return self._resolve_output(scope, link.origin_id, link.origin_slot, hops + 1)
 
     def _resolve_output(self, scope: Scope, node_id: int, slot: int, hops: int) -> Resolved:
+        if scope.depth > MAX_DEPTH:
+            raise WorkflowFormatError(f"Subgraphs nest more than {MAX_DEPTH} levels (recursive?)")
         if node_id == SUBGRAPH_INPUT_NODE:
             return self._resolve_subgraph_input(scope, slot, hops)
         node = scope.graph.nodes.get(node_id)

@@ -229,7 +229,7 @@ def coerce(type_name: str, value: Any) -> Any:
             return result
         raise TypeError(f"expected a number, got {type(value).__name__}")
     if type_name == STRING:
-        if isinstance(value, (dict, list)):
+        if value is None or isinstance(value, (dict, list)):
             raise TypeError(f"expected text, got {type(value).__name__}")
         return str(value)
     if type_name == BOOLEAN:
