@@ -423,3 +423,15 @@ async def test_run_state_save_is_atomic_over_previous(
     b.state.save(target)
     assert RunState.load(target).plan["in_flight"]["2"]["step"] == 7
     assert [p.name for p in tmp_path.iterdir()] == ["state"]
+
+
+async def test_a_failing_hook_fails_the_run_cleanly(registry: NodeRegistry) -> None:
+    class Broken(Hook):
+        async def on_point(self, point: ControlPoint) -> Directive | None:
+            if point.node_id == "2" and point.position == Position.STEP:
+                raise KeyError("oops")
+            return None
+
+    result = await Executor(hooks=[Broken()]).run(steps_workflow(), registry)
+    assert result.status == RunStatus.FAILED
+    assert result.error.type == "hook_error" and "node 2" in result.error.message

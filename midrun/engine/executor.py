@@ -36,6 +36,12 @@ class RunStatus(StrEnum):
     FAILED = "failed"
 
 
+class HookError(MidrunError):
+    """A hook attached to the run raised; the run ends failed (nodes are not to blame)."""
+
+    type = "hook_error"
+
+
 class WorkflowInvalidError(MidrunError):
     """The workflow did not validate; ``extra_info`` holds ComfyUI's error and node_errors."""
 
@@ -191,6 +197,15 @@ class Executor:
                         outcome = future.result()
                     except MidrunError as exc:
                         error = error or exc
+                        plan.stopped(task, Outcome(finished=False))
+                        continue
+                    except Exception as exc:  # a hook (not a node) raised
+                        error = error or HookError(
+                            f"A hook failed at node {task.node_id} ({task.class_type}): "
+                            f"{type(exc).__name__}: {exc}",
+                            node_id=task.node_id,
+                            exception_type=type(exc).__name__,
+                        )
                         plan.stopped(task, Outcome(finished=False))
                         continue
                     try:
