@@ -106,40 +106,33 @@ def _stop_hook(spec: str | None) -> list[Hook]:
     ]
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _execute(args: argparse.Namespace, resume: bool) -> int:
+    """``run`` and ``resume``: the same hooks, context, error handling and report."""
     registry = _registry(args)
     hooks: list[Hook] = [*_stop_hook(args.stop_at)]
     if not args.quiet:
         hooks.append(ProgressPrinter())
+    executor = Executor(hooks=hooks)
+    context = RunContext(output_dir=Path(args.output_dir))
     try:
-        workflow = read_workflow_file(args.file, registry)
-        result = asyncio.run(
-            Executor(hooks=hooks).run(
-                workflow, registry, context=RunContext(output_dir=Path(args.output_dir))
-            )
-        )
+        if resume:
+            coro = executor.resume(RunState.load(args.state_dir), registry, context=context)
+        else:
+            workflow = read_workflow_file(args.file, registry)
+            coro = executor.run(workflow, registry, context=context)
+        result = asyncio.run(coro)
     except MidrunError as exc:
         _print_json({"status": "failed", "error": exc.to_dict()})
         return 1
     return _report(result, Path(args.state) if args.state else None)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _execute(args, resume=False)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    registry = _registry(args)
-    hooks: list[Hook] = [*_stop_hook(args.stop_at)]
-    if not args.quiet:
-        hooks.append(ProgressPrinter())
-    try:
-        state = RunState.load(args.state_dir)
-        result = asyncio.run(
-            Executor(hooks=hooks).resume(
-                state, registry, context=RunContext(output_dir=Path(args.output_dir))
-            )
-        )
-    except MidrunError as exc:
-        _print_json({"status": "failed", "error": exc.to_dict()})
-        return 1
-    return _report(result, Path(args.state) if args.state else None)
+    return _execute(args, resume=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
