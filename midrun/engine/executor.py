@@ -9,16 +9,17 @@ point costs one boolean test. The loop of a steppable node lives here, not in th
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from midrun.core.errors import MidrunError, NodeExecutionError
+from midrun.core.errors import MidrunError, NodeExecutionError, RunStateError
 from midrun.core.ids import new_id
 from midrun.engine.cache import OutputCache
-from midrun.engine.codec import Decoder, Encoder
+from midrun.engine.codec import Decoder, Encoder, UnencodableValue
 from midrun.engine.control import Action, ControlPoint, Directive, Hook, Position, RunEvent
 from midrun.engine.plan import NO_STATE, Outcome, Plan, Task
 from midrun.engine.runstate import RunState
@@ -27,6 +28,8 @@ from midrun.graph.registry import NodeRegistry
 from midrun.graph.types import normalise_outputs
 from midrun.graph.validation import validate
 from midrun.graph.workflow import Workflow
+
+log = logging.getLogger(__name__)
 
 
 class RunStatus(StrEnum):
@@ -98,9 +101,19 @@ class _Run:
         return None
 
     async def event(self, kind: str, **data: Any) -> None:
+        """Tell every hook; events are notifications, so a hook that fails here is
+        logged and the others still hear it."""
         event = RunEvent(kind, self.run_id, data)
         for hook in self.hooks:
-            await hook.on_event(event)
+            try:
+                await hook.on_event(event)
+            except Exception:
+                log.exception("Hook %r failed on run event %r", hook, kind)
+
+    def fail(self) -> None:
+        """A task failed: the run's other tasks stop at their next control point."""
+        if self.stop is None:
+            self.stop = Directive.abort("another node failed")
 
     async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self.offload:
@@ -156,6 +169,13 @@ class Executor:
         context: RunContext | None = None,
     ) -> RunResult:
         """Continue a suspended workflow run (in this or any other process)."""
+        if state.kind != WorkflowPlan.kind:
+            raise RunStateError(
+                f"Run state {state.run_id} is a {state.kind} run, not a workflow run; "
+                "resume it with the code that started it"
+                + (" (CompiledStateGraph.resume)" if state.kind == "stategraph" else ""),
+                kind=state.kind,
+            )
         plan = WorkflowPlan.decode(
             state.plan,
             Decoder(state.blobs),
@@ -186,6 +206,7 @@ class Executor:
                             tasks = await plan.ready(room)
                         except MidrunError as exc:
                             error, tasks = exc, []
+                            run.fail()
                         for task in tasks:
                             running[asyncio.ensure_future(self._run_task(run, task))] = task
                 if not running:
@@ -197,9 +218,11 @@ class Executor:
                         outcome = future.result()
                     except MidrunError as exc:
                         error = error or exc
+                        run.fail()
                         plan.stopped(task, Outcome(finished=False))
                         continue
                     except Exception as exc:  # a hook (not a node) raised
+                        run.fail()
                         error = error or HookError(
                             f"A hook failed at node {task.node_id} ({task.class_type}): "
                             f"{type(exc).__name__}: {exc}",
@@ -215,6 +238,7 @@ class Executor:
                             plan.stopped(task, outcome)
                     except MidrunError as exc:
                         error = error or exc
+                        run.fail()
         finally:
             for future in running:
                 future.cancel()
@@ -223,22 +247,33 @@ class Executor:
     async def _finish(
         self, run: _Run, plan: Plan, error: MidrunError | None, duration: float
     ) -> RunResult:
+        if error is None and run.stop is not None:
+            try:
+                await plan.settle()
+            except MidrunError as exc:
+                error = exc
         if error is not None:
             result = RunResult(run.run_id, RunStatus.FAILED, plan, error=error, duration=duration)
         elif run.stop is not None and not plan.is_done():
             status = RunStatus.SUSPENDED if run.stop.action == Action.SUSPEND else RunStatus.ABORTED
-            encoder = Encoder()
-            encoded = plan.encode(encoder)
-            state = RunState(plan.kind, run.run_id, encoded, encoder.blobs, run.stop.reason)
-            result = RunResult(
-                run.run_id,
-                status,
-                plan,
-                reason=run.stop.reason,
-                state=state,
-                duration=duration,
-                in_flight=dict(getattr(plan, "in_flight", {})),
-            )
+            state, state_error = self._checkpoint(run, plan)
+            if state_error is not None and status == RunStatus.SUSPENDED:
+                # Nothing to resume from: the pause cannot be honoured, the run fails.
+                error = state_error
+                result = RunResult(
+                    run.run_id, RunStatus.FAILED, plan, error=error, duration=duration
+                )
+            else:
+                # An abort keeps what it can; a state that cannot be saved is just absent.
+                result = RunResult(
+                    run.run_id,
+                    status,
+                    plan,
+                    reason=run.stop.reason,
+                    state=state,
+                    duration=duration,
+                    in_flight=dict(getattr(plan, "in_flight", {})),
+                )
         else:
             result = RunResult(run.run_id, RunStatus.COMPLETED, plan, duration=duration)
         if run.hooks:
@@ -248,6 +283,18 @@ class Executor:
                 error=error.to_dict() if error else None,
             )
         return result
+
+    @staticmethod
+    def _checkpoint(run: _Run, plan: Plan) -> tuple[RunState | None, MidrunError | None]:
+        assert run.stop is not None
+        encoder = Encoder()
+        try:
+            encoded = plan.encode(encoder)
+        except RunStateError as exc:
+            return None, exc
+        except UnencodableValue as exc:
+            return None, RunStateError(f"Cannot save the run's state: {exc}")
+        return RunState(plan.kind, run.run_id, encoded, encoder.blobs, run.stop.reason), None
 
     async def _run_task(self, run: _Run, task: Task) -> Outcome:
         node_type = task.node_type
@@ -267,8 +314,6 @@ class Executor:
                 else:
                     value = await run.call(node_type.impl, **task.inputs)  # type: ignore[arg-type]
                 outputs, ui = normalise_outputs(task.class_type, value, len(node_type.outputs))
-            except MidrunError:
-                raise
             except Exception as exc:
                 return await self._failed(run, task, exc, NO_STATE, 0)
             outcome = Outcome(finished=True, outputs=outputs, ui=ui)
@@ -298,6 +343,8 @@ class Executor:
             offload, hooked = run.offload, bool(run.hooks)
             totals = getattr(impl, "total_steps", None)
             while not done(state):
+                if run.stop is not None:  # another task failed or the run was stopped
+                    return Outcome(False, directive=run.stop, step=step, step_state=state)
                 try:
                     state = await asyncio.to_thread(advance, state) if offload else advance(state)
                 except Exception as exc:
@@ -316,8 +363,6 @@ class Executor:
         try:
             value = await run.call(impl.finish, state)
             outputs, ui = normalise_outputs(task.class_type, value, len(task.node_type.outputs))
-        except MidrunError:
-            raise
         except Exception as exc:
             return await self._failed(run, task, exc, state, step)
         return Outcome(finished=True, outputs=outputs, ui=ui)
@@ -325,8 +370,11 @@ class Executor:
     async def _failed(
         self, run: _Run, task: Task, exc: Exception, state: Any, step: int
     ) -> Outcome:
-        """A node raised: hooks may suspend there (to retry later) or abort; else it fails."""
-        if run.hooks:
+        """A node raised: hooks may suspend there (to retry later) or abort; else it fails.
+
+        Once the run is already stopping (another node failed, a pause arrived) the error
+        is reported, not folded into that stop."""
+        if run.hooks and run.stop is None:
             directive = await run.point(
                 Position.ERROR,
                 task,
@@ -336,4 +384,9 @@ class Executor:
             )
             if directive is not None:
                 return Outcome(False, directive=directive, step=step, step_state=state)
+        if isinstance(exc, MidrunError):
+            # A node reporting a structured error keeps its type; say where it happened.
+            exc.extra_info.setdefault("node_id", task.node_id)
+            exc.extra_info.setdefault("class_type", task.class_type)
+            raise exc
         raise NodeExecutionError(task.node_id, task.class_type, exc) from exc

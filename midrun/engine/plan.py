@@ -60,6 +60,10 @@ class Plan(ABC):
     def stopped(self, task: Task, outcome: Outcome) -> None:
         """Record a task stopped before finishing (it will start or continue on resume)."""
 
+    async def settle(self) -> None:  # noqa: B027 (optional hook, most plans have nothing to do)
+        """Called once when a run stops early, before ``is_done``: finish any bookkeeping
+        that normally happens when the next tasks are asked for."""
+
     @abstractmethod
     def is_done(self) -> bool:
         """True when nothing is left to run."""

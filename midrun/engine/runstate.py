@@ -71,6 +71,10 @@ class RunState:
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> RunState:
         source = Path(directory)
+        previous = source.with_name(f".{source.name}.old")
+        if not (source / "run.json").exists() and (previous / "run.json").exists():
+            # A crash between save()'s two renames leaves the previous state here.
+            source = previous
         try:
             header = json.loads((source / "run.json").read_text(encoding="utf-8"))
         except FileNotFoundError as exc:

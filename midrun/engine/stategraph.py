@@ -146,16 +146,14 @@ class StateGraphPlan(Plan):
         if outcome.step_state is not NO_STATE:
             self.in_flight[task.node_id] = (outcome.step, outcome.step_state)
 
-    def is_done(self) -> bool:
-        return not self.frontier or (self.advance_pending and not self._has_successors())
+    async def settle(self) -> None:
+        # Stopped right after a superstep: route now, so a run whose last node leads to
+        # END is complete rather than suspended with nothing left to do.
+        if self.advance_pending:
+            await self._advance()
 
-    def _has_successors(self) -> bool:
-        for name in self.frontier:
-            if name in self.graph.conditional:
-                return True
-            if any(t != END for t in self.graph.edges.get(name, [END])):
-                return True
-        return False
+    def is_done(self) -> bool:
+        return not self.frontier
 
     def encode(self, encoder: Encoder) -> dict[str, Any]:
         try:

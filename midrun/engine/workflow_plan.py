@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ class RunContext:
     extra_pnginfo: dict[str, Any] = field(default_factory=dict)
 
 
+_PER_RUN_HIDDEN = frozenset({HIDDEN_PROMPT, HIDDEN_EXTRA_PNGINFO, HIDDEN_RUN_CONTEXT})
+
+
 class WorkflowPlan(Plan):
     """Runs the ancestry of ``targets``; nodes whose cache key is cached are not run."""
 
@@ -44,14 +47,15 @@ class WorkflowPlan(Plan):
         run_id: str,
         cache: OutputCache | None = None,
         context: RunContext | None = None,
+        check_implemented: bool = True,
     ) -> None:
         self.workflow = workflow
         self.registry = registry
         self.targets = list(targets)
         self.run_id = run_id
         self.cache = cache
-        self.context = context or RunContext(run_id=run_id)
-        self.context.run_id = run_id
+        # The caller's context is a template: each run gets its own copy.
+        self.context = replace(context, run_id=run_id) if context else RunContext(run_id=run_id)
         self.prompt = workflow.to_api()
         # Ready nodes start in document order, as a canvas user laid them out.
         position = {node_id: i for i, node_id in enumerate(workflow.nodes)}
@@ -73,7 +77,8 @@ class WorkflowPlan(Plan):
         self.in_flight: dict[str, tuple[int, Any]] = {}
         self.waiting: dict[str, int] = {}
         self._take_from_cache()
-        self._check_implemented()
+        if check_implemented:
+            self._check_implemented()
 
     def _keys(self) -> dict[str, str]:
         keys: dict[str, str] = {}
@@ -102,8 +107,12 @@ class WorkflowPlan(Plan):
                     links[name] = (keys[link.node_id], link.output)
                 else:
                     literals[name] = value
-            if not node_type.cacheable:
+            hidden = {i.type for i in node_type.inputs if i.section == "hidden"}
+            if not node_type.cacheable or hidden & _PER_RUN_HIDDEN:
+                # Its result depends on the run (the prompt, the output folder...).
                 literals["$run"] = self.run_id
+            elif HIDDEN_UNIQUE_ID in hidden:
+                literals["$node"] = current
             keys[current] = node_key(spec.class_type, literals, links)
             stack.pop()
         return keys[node_id]
@@ -120,7 +129,24 @@ class WorkflowPlan(Plan):
                     self.ui[node_id] = entry.ui
                 self.finished.add(node_id)
                 self.cached.append(node_id)
+        self._drop_unneeded()
         self._prune_unneeded_cached()
+
+    def _drop_unneeded(self) -> None:
+        """Only what unfinished targets still need runs: an ancestor whose consumers were
+        all found in the cache (though it was evicted itself) is left alone."""
+        required: set[str] = set()
+        stack = [t for t in self.targets if t not in self.finished]
+        while stack:
+            node_id = stack.pop()
+            if node_id in required:
+                continue
+            required.add(node_id)
+            stack.extend(d for d in self.deps[node_id] if d not in self.finished)
+        self.needed = [n for n in self.needed if n in self.finished or n in required]
+        kept = set(self.needed)
+        self.deps = {n: self.deps[n] for n in self.needed}
+        self.consumers = {n: {c for c in self.consumers[n] if c in kept} for n in self.needed}
 
     def _prune_unneeded_cached(self) -> None:
         # A cached node whose every consumer is also finished need not hold its value.
@@ -234,16 +260,21 @@ class WorkflowPlan(Plan):
                     f"its step state is not serialisable ({exc})",
                     node_id=node_id,
                 ) from exc
+        try:
+            ui = encoder.encode(self.ui)
+            extra_pnginfo = encoder.encode(self.context.extra_pnginfo)
+        except UnencodableValue as exc:
+            raise RunStateError(f"Cannot suspend run {self.run_id}: {exc}") from exc
         return {
             "workflow": self.prompt,
             "targets": self.targets,
             "finished": sorted(self.finished),
             "values": values,
-            "ui": encoder.encode(self.ui),
+            "ui": ui,
             "in_flight": in_flight,
             "executed": self.executed,
             "cached": self.cached,
-            "extra_pnginfo": encoder.encode(self.context.extra_pnginfo),
+            "extra_pnginfo": extra_pnginfo,
         }
 
     @classmethod
@@ -266,9 +297,18 @@ class WorkflowPlan(Plan):
                 f"Saved run uses node types this process does not have: {', '.join(unknown)}",
                 class_types=unknown,
             )
-        context = context or RunContext()
-        context.extra_pnginfo = decoder.decode(data.get("extra_pnginfo") or {})
-        plan = cls(workflow, registry, data["targets"], run_id=run_id, cache=None, context=context)
+        context = replace(
+            context or RunContext(), extra_pnginfo=decoder.decode(data.get("extra_pnginfo") or {})
+        )
+        plan = cls(
+            workflow,
+            registry,
+            data["targets"],
+            run_id=run_id,
+            cache=None,
+            context=context,
+            check_implemented=False,
+        )
         plan.cache = cache
         values = {n: decoder.decode(v) for n, v in data["values"].items() if v is not None}
         recompute = {n for n, v in data["values"].items() if v is None}

@@ -13,7 +13,7 @@ from typing import Any
 from midrun.core.errors import ParameterError
 from midrun.graph.registry import NodeRegistry
 from midrun.graph.types import BOOLEAN, COMBO, FLOAT, INT, STRING, InputSpec, NodeType
-from midrun.graph.validation import coerce, validate
+from midrun.graph.validation import coerce, in_choices, validate
 from midrun.graph.workflow import Workflow, is_link
 
 SEED_NAMES = frozenset({"seed", "noise_seed"})
@@ -101,7 +101,7 @@ def check_value(
     where = f"{node_type.class_type} {node_id}.{input_spec.name}"
     if input_spec.type == COMBO:
         choices = registry.choices(node_type, input_spec.name) or []
-        if value not in choices:
+        if not in_choices(value, choices):
             raise _error(
                 "value_not_in_list",
                 f"{where}: {value!r} is not one of {choices[:20]}",
@@ -112,7 +112,7 @@ def check_value(
         return value
     try:
         coerced = coerce(input_spec.type, value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise _error(
             "invalid_input_type",
             f"{where}: {value!r} is not a {input_spec.type} ({exc})",

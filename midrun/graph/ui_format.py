@@ -288,23 +288,23 @@ class _Converter:
     def _through_bypass(
         self, scope: Scope, node: Mapping[str, Any], slot: int, hops: int
     ) -> Resolved:
-        """A bypassed node passes through the input whose type matches the output asked for:
-        the same slot index first, then the first input of a matching type."""
+        """A bypassed node passes one input through to the output asked for, chosen like
+        the ComfyUI frontend does: the input at the same index if its type fits, else the
+        first input of exactly that type, else the first compatible one. Exactly one input
+        is chosen (no retries), so long bypass chains resolve in linear time."""
         outputs = node.get("outputs") or []
         wanted = outputs[slot].get("type") if slot < len(outputs) else "*"
         inputs = node.get("inputs") or []
-        candidates = []
+        chosen: Mapping[str, Any] | None = None
         if slot < len(inputs) and _types_match(inputs[slot].get("type"), wanted):
-            candidates.append(inputs[slot])
-        candidates += [
-            e for e in inputs if _types_match(e.get("type"), wanted) and e not in candidates
-        ]
-        for entry in candidates:
-            if entry.get("link") is not None:
-                resolved = self._resolve_link(scope, int(entry["link"]), hops)
-                if resolved is not None:
-                    return resolved
-        return None
+            chosen = inputs[slot]
+        if chosen is None:
+            chosen = next((e for e in inputs if e.get("type") == wanted), None)
+        if chosen is None:
+            chosen = next((e for e in inputs if _types_match(e.get("type"), wanted)), None)
+        if chosen is None or chosen.get("link") is None:
+            return None
+        return self._resolve_link(scope, int(chosen["link"]), hops)
 
     def _resolve_subgraph_output(self, inner: Scope, slot: int, hops: int) -> Resolved:
         for link in inner.graph.links.values():

@@ -156,7 +156,7 @@ class _Validator:
         extra = {"input_name": name, "input_config": _config(input_spec), "received_value": value}
         if input_spec.is_combo:
             choices = self.registry.choices(node_type, name) or []
-            if value not in choices:
+            if not in_choices(value, choices):
                 shown = choices if len(choices) <= 20 else [*choices[:20], "..."]
                 self.add(
                     node_id,
@@ -171,7 +171,7 @@ class _Validator:
             return True
         try:
             coerced = coerce(input_spec.type, value)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             self.add(
                 node_id,
                 ErrorInfo(
@@ -207,6 +207,11 @@ class _Validator:
                 )
                 return False
         return True
+
+
+def in_choices(value: Any, choices: Sequence[Any]) -> bool:
+    """``value in choices`` without Python's ``True == 1``."""
+    return any(c == value and isinstance(c, bool) == isinstance(value, bool) for c in choices)
 
 
 def coerce(type_name: str, value: Any) -> Any:
@@ -289,6 +294,36 @@ def _deps(workflow: Workflow, node_id: str) -> list[str]:
     return [link.node_id for _, link in workflow.nodes[node_id].links() if link.node_id in workflow]
 
 
+def _dependencies_first(workflow: Workflow, roots: Sequence[str]) -> list[str]:
+    """``roots`` and their ancestry, each after everything it needs (no recursion, so a
+    chain of any length is fine; cycles were ruled out before)."""
+    order: list[str] = []
+    seen: set[str] = set()
+    stack: list[tuple[str, bool]] = [(r, False) for r in reversed(roots)]
+    while stack:
+        node_id, expanded = stack.pop()
+        if expanded:
+            order.append(node_id)
+            continue
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        stack.append((node_id, True))
+        stack.extend((d, False) for d in _deps(workflow, node_id) if d not in seen)
+    return order
+
+
+def _drop_undeclared_links(workflow: Workflow, registry: NodeRegistry) -> None:
+    """Links into inputs a node type does not declare are ignored, as ComfyUI does; they
+    must not become dependencies either."""
+    for spec in workflow.nodes.values():
+        node_type = registry[spec.class_type]
+        for name in [n for n, v in spec.inputs.items() if is_link(v)]:
+            declared = node_type.input(name)
+            if declared is None or declared.section == "hidden":
+                del spec.inputs[name]
+
+
 def validate(
     workflow: Workflow,
     registry: NodeRegistry,
@@ -334,6 +369,7 @@ def validate(
             }
         return result
 
+    _drop_undeclared_links(workflow, registry)
     if partial_execution_targets is not None:
         targets = [str(t) for t in partial_execution_targets]
         absent = [t for t in targets if t not in workflow]
@@ -377,6 +413,8 @@ def validate(
         return result
 
     validator = _Validator(workflow, registry)
+    for node_id in _dependencies_first(workflow, outputs):
+        validator.node(node_id)  # ancestors before descendants: node() never recurses deep
     good: list[str] = []
     for output_id in outputs:
         if validator.node(output_id):
