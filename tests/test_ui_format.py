@@ -434,3 +434,9 @@ def test_reroute_loops_and_recursive_subgraphs_are_refused(registry: NodeRegistr
     )
     with pytest.raises(WorkflowFormatError, match="nest"):
         ui_to_api(document, registry)
+
+
+def test_list_valued_widgets_are_unwrapped(registry: NodeRegistry) -> None:
+    const = registry["Const"]
+    assert map_widget_values(const, [{"__value__": [1, 2]}]) == {"value": [1, 2]}
+    assert map_widget_values(const, [{"other": 1}]) == {"value": {"other": 1}}

@@ -160,7 +160,10 @@ def map_widget_values(node_type: NodeType, values: Any) -> dict[str, Any]:
     for spec in node_type.widget_inputs:
         if index >= len(values):
             break
-        named[spec.name] = values[index]
+        value = values[index]
+        if isinstance(value, Mapping) and set(value) == {"__value__"}:
+            value = value["__value__"]  # the frontend wraps list-valued widgets like this
+        named[spec.name] = value
         index += 1
         has_control = spec.control_after_generate or (
             spec.type == "INT" and spec.name in SEED_NAMES
