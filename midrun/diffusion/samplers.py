@@ -299,6 +299,78 @@ def dpmpp_2s_ancestral(s: Step) -> torch.Tensor:
     return x
 
 
+UNI_PC_FINAL_SIGMA = 0.001  # UniPC's bh1 update is undefined at sigma 0 (lambda = inf)
+
+
+def uni_pc(s: Step, variant: str = "bh1") -> torch.Tensor:
+    """UniPC (Zhao et al. 2023), multistep predictor-corrector on data predictions, order
+    up to 3 with lower orders for the first and last steps, like ComfyUI's ``uni_pc``.
+    In sigma terms alpha is 1 and lambda is ``-log sigma``. The corrector's model call at
+    the new point is remembered and serves as the next step's estimate."""
+    total = len(s.sigmas) - 1
+    order = max(1, min(3, total - 1))
+    models: list[torch.Tensor] = list(s.memory.get("models", []))
+    sigmas_prev: list[torch.Tensor] = [t.to(s.x.device) for t in s.memory.get("sigmas", [])]
+    if not models:
+        models, sigmas_prev = [s.denoise(s.x, s.sigma)], [s.sigma]
+    last = s.i + 1 == total
+    sigma_t = s.sigma_next
+    if sigma_t < UNI_PC_FINAL_SIGMA:
+        sigma_t = torch.full_like(sigma_t, UNI_PC_FINAL_SIGMA)
+    step_order = min(order, len(models), total - s.i)
+
+    sigma_0, model_0 = sigmas_prev[-1], models[-1]
+    lambda_0, lambda_t = t_fn(sigma_0), t_fn(sigma_t)
+    h = lambda_t - lambda_0
+    rks: list[torch.Tensor] = []
+    d1s: list[torch.Tensor] = []
+    for k in range(1, step_order):
+        rk = (t_fn(sigmas_prev[-(k + 1)]) - lambda_0) / h
+        rks.append(rk)
+        d1s.append((models[-(k + 1)] - model_0) / rk)
+    rks.append(torch.ones_like(h))
+    r = torch.stack(rks)
+
+    hh = -h
+    h_phi_1 = torch.expm1(hh)
+    h_phi_k = h_phi_1 / hh - 1
+    b_h = hh if variant == "bh1" else torch.expm1(hh)
+    rows, b = [], []
+    factorial = 1
+    for n in range(1, step_order + 1):
+        rows.append(r ** (n - 1))
+        b.append(h_phi_k * factorial / b_h)
+        factorial *= n + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    big_r, b_vec = torch.stack(rows), torch.stack(b)
+
+    x_base = (sigma_t / sigma_0) * s.x - h_phi_1 * model_0
+    if d1s:
+        rhos_p = (
+            torch.tensor([0.5], device=s.x.device)
+            if step_order == 2
+            else torch.linalg.solve(big_r[:-1, :-1], b_vec[:-1])
+        )
+        x_t = x_base - b_h * sum(rho * d for rho, d in zip(rhos_p, d1s, strict=True))
+    else:
+        x_t = x_base
+    if last:
+        return x_t
+    rhos_c = (
+        torch.tensor([0.5], device=s.x.device)
+        if step_order == 1
+        else torch.linalg.solve(big_r, b_vec)
+    )
+    model_t = s.denoise(x_t, sigma_t)
+    correction = rhos_c[-1] * (model_t - model_0)
+    for rho, d in zip(rhos_c[:-1], d1s, strict=True):
+        correction = correction + rho * d
+    x_t = x_base - b_h * correction
+    s.memory["models"] = [*models, model_t][-order:]
+    s.memory["sigmas"] = [t.detach().cpu() for t in [*sigmas_prev, sigma_t][-order:]]
+    return x_t
+
+
 @dataclass(frozen=True, slots=True)
 class Sampler:
     name: str
@@ -321,6 +393,7 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler("dpmpp_2m", dpmpp_2m),
         Sampler("dpmpp_2m_sde", dpmpp_2m_sde, stochastic=True),
         Sampler("ddim", ddim),
+        Sampler("uni_pc", uni_pc, model_calls=2),
     )
 }
 
