@@ -21,6 +21,15 @@ class UnencodableValue(TypeError):
 
 
 @dataclass(frozen=True, slots=True)
+class Live:
+    """A part of a step state that is not saved: a live object (a loaded model) that the
+    node binds again from its inputs when the run resumes. Saved as a marker; it comes
+    back as ``Live(None)``."""
+
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class Codec:
     """How to turn one Python type into ``(meta, bytes)`` and back."""
 
@@ -72,6 +81,8 @@ class Encoder:
             }
         if isinstance(value, (bytes, bytearray, memoryview)):
             return {TAG: "bytes", "blob": self._blob(bytes(value))}
+        if isinstance(value, Live):
+            return {TAG: "live"}
         codec = _codec_for(value)
         if codec is None:
             raise UnencodableValue(
@@ -101,6 +112,8 @@ class Decoder:
             return {self.decode(k): self.decode(v) for k, v in value["items"]}
         if tag == "bytes":
             return self.blobs[value["blob"]]
+        if tag == "live":
+            return Live()
         codec = _CODECS.get(tag)
         if codec is None:
             raise UnencodableValue(

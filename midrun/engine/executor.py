@@ -328,6 +328,8 @@ class Executor:
         try:
             if not task.resuming:
                 state = await run.call(impl.start, dict(task.inputs))
+            elif hasattr(impl, "resume"):
+                state = await run.call(impl.resume, state, dict(task.inputs))
         except Exception as exc:
             return await self._failed(run, task, exc, NO_STATE, 0)
         done, advance = impl.done, impl.step

@@ -131,6 +131,11 @@ class Steppable(Protocol):
     ``state`` is a plain serialisable record (dicts, lists, scalars, bytes and types with
     a registered codec) and holds everything needed to continue: a state written to disk
     after step k and read back in a new process must finish with the same result.
+
+    Optional methods the executor uses when present: ``total_steps(state)`` for progress,
+    and ``resume(state, inputs) -> state`` when a saved state continues: the node binds
+    its live parts (``codec.Live`` values, e.g. a model) from the freshly resolved
+    ``inputs`` again and takes changed hot-swappable inputs from the next step on.
     """
 
     def start(self, inputs: dict[str, Any]) -> Any: ...

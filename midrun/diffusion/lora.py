@@ -1,0 +1,260 @@
+"""LoRA files as adapters: the base weights are never rewritten.
+
+Each adapted module gets one forward hook that adds ``strength * scale * up(down(x))``
+for every LoRA active on it. Which LoRAs are active, and how strongly, is a small dict
+set before each forward pass, so changing ``strength_model`` between two sampler steps
+costs nothing and several jobs share one copy of the base model.
+
+Key styles read: kohya (``lora_unet_*``, ``lora_te_*``, ``lora_te1_*``, ``lora_te2_*``
+with diffusers or original module names, ``.lora_down`` / ``.lora_up`` / ``.alpha``),
+ComfyUI's original-layout names (``diffusion_model.input_blocks.…``) and diffusers / PEFT
+(``unet.…``, ``text_encoder.…``, ``text_encoder_2.…`` with ``lora_A`` / ``lora_B``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from midrun.core.errors import MidrunError
+from midrun.diffusion import ldm_keys
+
+log = logging.getLogger(__name__)
+
+#: Components a LoRA can adapt: the UNet and the first / second text encoder.
+COMPONENTS = ("unet", "te1", "te2")
+
+_PAIRS = (
+    (".lora_down.weight", ".lora_up.weight"),
+    (".lora_A.weight", ".lora_B.weight"),
+    (".lora.down.weight", ".lora.up.weight"),
+)
+_PREFIXES = (
+    ("lora_unet_", "unet"),
+    ("lora_te1_", "te1"),
+    ("lora_te2_", "te2"),
+    ("lora_te_", "te1"),
+    ("diffusion_model.", "unet"),
+    ("unet.", "unet"),
+    ("text_encoder_2.", "te2"),
+    ("text_encoder.", "te1"),
+)
+
+
+class LoraError(MidrunError):
+    type = "invalid_lora"
+
+
+@dataclass(eq=False)
+class LoraDelta:
+    down: torch.Tensor
+    up: torch.Tensor
+    scale: float
+
+
+@dataclass(eq=False)
+class LoraWeights:
+    """A parsed LoRA file: (component, name as written in the file) -> delta."""
+
+    name: str
+    deltas: dict[tuple[str, str], LoraDelta]
+
+    def components(self) -> set[str]:
+        return {c for c, _ in self.deltas}
+
+
+def parse_lora(state: Mapping[str, torch.Tensor], name: str) -> LoraWeights:
+    deltas: dict[tuple[str, str], LoraDelta] = {}
+    ignored = []
+    for key, down in state.items():
+        pair = next((p for p in _PAIRS if key.endswith(p[0])), None)
+        if pair is None:
+            if not key.endswith((".alpha", *(p[1] for p in _PAIRS))):
+                ignored.append(key)
+            continue
+        base = key[: -len(pair[0])]
+        up = state.get(base + pair[1])
+        if up is None:
+            raise LoraError(f"LoRA {name}: {key} has no matching {pair[1]!r} tensor")
+        component, module = _split(base)
+        if component is None:
+            ignored.append(key)
+            continue
+        rank = down.shape[0]
+        alpha = state.get(base + ".alpha")
+        scale = float(alpha) / rank if alpha is not None else 1.0
+        deltas[(component, module)] = LoraDelta(down.float(), up.float(), scale)
+    if not deltas:
+        raise LoraError(
+            f"{name} holds no LoRA weights midrun recognises (kohya lora_unet_/lora_te_, "
+            "ComfyUI diffusion_model., diffusers unet./text_encoder. keys)"
+        )
+    if ignored:
+        log.warning("LoRA %s: %d keys not understood, e.g. %s", name, len(ignored), ignored[0])
+    return LoraWeights(name, deltas)
+
+
+def _split(base: str) -> tuple[str | None, str]:
+    for prefix, component in _PREFIXES:
+        if base.startswith(prefix):
+            return component, base[len(prefix) :]
+    return None, base
+
+
+def load_lora(path: str | Path) -> LoraWeights:
+    from midrun.diffusion.checkpoints import read_state_dict
+
+    path = Path(path)
+    return parse_lora(read_state_dict(path), path.name)
+
+
+class Adapters:
+    """The LoRA hooks of one module tree (a UNet or a text encoder).
+
+    ``aliases`` maps extra names (original-layout names, the files' ``text_model.``
+    convention) to module names; names are matched dotted or with dots as underscores.
+    """
+
+    def __init__(self, root: nn.Module, aliases: Mapping[str, str] | None = None) -> None:
+        self.root = root
+        self.modules = dict(root.named_modules())
+        self._lookup: dict[str, str] = {}
+        for alias, name in [*((n, n) for n in self.modules), *(aliases or {}).items()]:
+            if name in self.modules:
+                self._lookup.setdefault(alias, name)
+                self._lookup.setdefault(alias.replace(".", "_"), name)
+        self.active: dict[int, float] = {}
+        self._deltas: dict[str, dict[int, LoraDelta]] = {}
+        self._hooks: dict[str, Any] = {}
+        self._resolved: dict[tuple[int, str], list[str]] = {}
+
+    def resolve(self, lora: LoraWeights, component: str) -> list[str]:
+        """Attach ``lora``'s deltas for ``component`` (once); return the module names."""
+        key = (id(lora), component)
+        if key in self._resolved:
+            return self._resolved[key]
+        names = []
+        unknown = []
+        for (comp, written), delta in lora.deltas.items():
+            if comp != component:
+                continue
+            name = self._lookup.get(written)
+            if name is None:
+                unknown.append(written)
+                continue
+            self._attach(name, id(lora), delta)
+            names.append(name)
+        if unknown:
+            log.warning(
+                "LoRA %s: %d %s modules not found in this model, e.g. %s",
+                lora.name,
+                len(unknown),
+                component,
+                unknown[0],
+            )
+        self._resolved[key] = names
+        return names
+
+    def _attach(self, name: str, lora_id: int, delta: LoraDelta) -> None:
+        module = self.modules[name]
+        if not isinstance(module, (nn.Linear, nn.Conv2d)):
+            raise LoraError(f"LoRA targets {name}, a {type(module).__name__}; expected a layer")
+        weight = module.weight
+        down, up = delta.down, delta.up
+        if isinstance(module, nn.Conv2d):
+            down = down.reshape(
+                down.shape[0], down.shape[1], *down.shape[2:], *[1] * (4 - down.ndim)
+            )
+            up = up.reshape(up.shape[0], up.shape[1], 1, 1)
+        else:
+            down, up = down.flatten(1), up.flatten(1)
+        if down.shape[1] != weight.shape[1] or up.shape[0] != weight.shape[0]:
+            raise LoraError(
+                f"LoRA shape {tuple(up.shape)}x{tuple(down.shape)} does not fit {name} "
+                f"({tuple(weight.shape)}): is it for another model family?"
+            )
+        placed = LoraDelta(
+            down.to(weight.device, weight.dtype), up.to(weight.device, weight.dtype), delta.scale
+        )
+        self._deltas.setdefault(name, {})[lora_id] = placed
+        if name not in self._hooks:
+            self._hooks[name] = module.register_forward_hook(self._hook(name, module))
+
+    def _hook(self, name: str, module: nn.Module) -> Any:
+        deltas = self._deltas[name]
+        conv = isinstance(module, nn.Conv2d)
+
+        def hook(_: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+            if not self.active:
+                return output
+            x = args[0]
+            for lora_id, strength in self.active.items():
+                delta = deltas.get(lora_id)
+                if delta is None or not strength:
+                    continue
+                if conv:
+                    c: Any = module
+                    h = F.conv2d(x, delta.down, None, c.stride, c.padding, c.dilation, c.groups)
+                    h = F.conv2d(h, delta.up)
+                else:
+                    h = F.linear(F.linear(x, delta.down), delta.up)
+                output = output + (strength * delta.scale) * h
+            return output
+
+        return hook
+
+    def activate(self, uses: Iterable[tuple[LoraWeights, float]], component: str) -> None:
+        """Make exactly ``uses`` active for the next forward passes."""
+        active: dict[int, float] = {}
+        for lora, strength in uses:
+            if self.resolve(lora, component):
+                active[id(lora)] = active.get(id(lora), 0.0) + float(strength)
+        self.active = active
+
+    def forget(self, lora: LoraWeights) -> None:
+        """Drop a LoRA's deltas (when the LoRA leaves the model cache)."""
+        for deltas in self._deltas.values():
+            deltas.pop(id(lora), None)
+        for key in [k for k in self._resolved if k[0] == id(lora)]:
+            del self._resolved[key]
+
+
+def unet_aliases(unet: nn.Module) -> dict[str, str]:
+    """Original-layout UNet module names -> diffusers names, for LoRA keys that use them."""
+    module_map = ldm_keys.unet_module_map(unet.config)  # type: ignore[arg-type]
+    aliases = {}
+    for name, _ in unet.named_modules():
+        ldm = ldm_keys.rename(f"{name}.weight", module_map)
+        if ldm is not None:
+            aliases[ldm.removesuffix(".weight")] = name
+    return aliases
+
+
+def text_aliases(encoder: nn.Module) -> dict[str, str]:
+    """The files' ``text_model.…`` names -> the module's own names."""
+    from midrun.diffusion.checkpoints import text_module_name
+
+    return {text_module_name(name): name for name, _ in encoder.named_modules()}
+
+
+@dataclass(eq=False)
+class AdapterSet:
+    """The adapters of one loaded model, per component, created on first use."""
+
+    roots: dict[str, tuple[nn.Module, dict[str, str]]]
+    adapters: dict[str, Adapters] = field(default_factory=dict)
+
+    def get(self, component: str) -> Adapters | None:
+        if component not in self.adapters:
+            if component not in self.roots:
+                return None
+            root, aliases = self.roots[component]
+            self.adapters[component] = Adapters(root, aliases)
+        return self.adapters[component]

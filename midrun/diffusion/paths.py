@@ -1,0 +1,93 @@
+"""The models directory, laid out like ComfyUI's (``checkpoints/``, ``loras/``, ``vae/``,
+``vae_approx/``), plus the folders an ``extra_model_paths.yaml`` adds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from midrun.core.errors import MidrunError
+
+KINDS = ("checkpoints", "loras", "vae", "vae_approx")
+WEIGHT_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+
+
+class ModelNotFound(MidrunError):
+    type = "model_not_found"
+
+
+class ModelPaths:
+    """Where each kind of model file is looked for, first folder first."""
+
+    def __init__(self, folders: Mapping[str, Iterable[str | Path]]) -> None:
+        self.folders = {kind: [Path(p) for p in folders.get(kind, ())] for kind in KINDS}
+
+    @classmethod
+    def from_dir(
+        cls, models_dir: str | Path | None, extra_yaml: str | Path | None = None
+    ) -> ModelPaths:
+        folders: dict[str, list[Path]] = {kind: [] for kind in KINDS}
+        if models_dir is not None:
+            for kind in KINDS:
+                folders[kind].append(Path(models_dir) / kind)
+        if extra_yaml is not None:
+            for kind, paths in read_extra_model_paths(extra_yaml).items():
+                folders.setdefault(kind, []).extend(paths)
+        return cls(folders)
+
+    def names(self, kind: str) -> list[str]:
+        """Model names of ``kind``: files with a weights suffix, and for checkpoints also
+        diffusers folders (a directory with ``model_index.json``)."""
+        found: dict[str, None] = {}
+        for folder in self.folders.get(kind, []):
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.rglob("*")):
+                rel = path.relative_to(folder).as_posix()
+                if path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES:
+                    if not any(part.startswith(".") for part in path.parts):
+                        found.setdefault(rel, None)
+                elif kind == "checkpoints" and (path / "model_index.json").is_file():
+                    found.setdefault(rel, None)
+        return list(found)
+
+    def find(self, kind: str, name: str) -> Path:
+        """The file for ``name``; names that leave their folder are refused."""
+        if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ModelNotFound(f"{kind} name {name!r} must be a path inside the {kind} folder")
+        for folder in self.folders.get(kind, []):
+            candidate = (folder / name).resolve()
+            if not candidate.is_relative_to(folder.resolve()):
+                continue
+            if candidate.exists():
+                return candidate
+        where = ", ".join(str(f) for f in self.folders.get(kind, [])) or "(no folder configured)"
+        raise ModelNotFound(f"{kind} {name!r} not found in {where}", kind=kind, name=name)
+
+
+def read_extra_model_paths(path: str | Path) -> dict[str, list[Path]]:
+    """ComfyUI's ``extra_model_paths.yaml``: sections with an optional ``base_path`` and
+    one or more folders (newline-separated) per model kind."""
+    import yaml
+
+    source = Path(path)
+    data: Any = yaml.safe_load(source.read_text("utf-8")) or {}
+    result: dict[str, list[Path]] = {}
+    for section in data.values() if isinstance(data, dict) else []:
+        if not isinstance(section, dict):
+            continue
+        base = Path(str(section.get("base_path", ""))).expanduser()
+        if not base.is_absolute():
+            base = source.parent / base
+        for kind, value in section.items():
+            if kind in ("base_path", "is_default") or not isinstance(value, str):
+                continue
+            for line in value.splitlines():
+                line = line.strip()
+                if line:
+                    folder = Path(line).expanduser()
+                    result.setdefault(kind, []).append(
+                        folder if folder.is_absolute() else base / folder
+                    )
+    return result
