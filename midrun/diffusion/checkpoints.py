@@ -127,7 +127,9 @@ def unet_config(state: Mapping[str, Any], family: Family) -> dict[str, Any]:
     attention = [d > 0 for d in depths]
     if attention[-1] and depths[-1] != mid_depth:
         raise UnsupportedModel("UNet middle block depth differs from its last level's")
-    layers = [d if d else mid_depth for d in depths]
+    # Levels without attention ignore their depth, except that diffusers builds the middle
+    # block with the last level's.
+    layers = [d if d else 1 for d in depths[:-1]] + [depths[-1] or mid_depth]
     proj_in = next(
         state[f"{UNET}input_blocks.{lvl[0]}.1.proj_in.weight"]
         for lvl, a in zip(levels, attention, strict=True)

@@ -199,4 +199,17 @@ def attach(registry: NodeRegistry, runtime: DiffusionRuntime) -> NodeRegistry:
             registry.register(dataclasses.replace(declared, impl=impl), replace=True)
     for kind in ("checkpoints", "loras", "vae"):
         registry.set_choices_source(kind, lambda kind=kind: runtime.paths.names(kind))
+    registry.set_choices_source("input_images", lambda: _input_images(runtime.input_dir))
     return registry
+
+
+def _input_images(folder: Path) -> list[str]:
+    from midrun.nodes import IMAGE_SUFFIXES
+
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
