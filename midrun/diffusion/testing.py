@@ -294,3 +294,18 @@ def write_lora(
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
     return path
+
+
+def write_taesd(folder: str | Path, seed: int = 11) -> Path:
+    """A tiny TAESD-architecture decoder (diffusers ``AutoencoderTiny`` folder)."""
+    from diffusers import AutoencoderTiny
+
+    model = AutoencoderTiny(
+        encoder_block_out_channels=(16, 16, 16, 16),
+        decoder_block_out_channels=(16, 16, 16, 16),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    )
+    _randomise(model, torch.Generator().manual_seed(seed))
+    model.save_pretrained(Path(folder))
+    return Path(folder)

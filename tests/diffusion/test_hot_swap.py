@@ -158,7 +158,7 @@ def test_latent_and_family_changes_are_refused(inputs, nodes) -> None:
     with pytest.raises(NotHotSwappable, match="latent_image"):
         node.swap(state, {"latent_image": bigger})
     xl, _, _ = nodes["CheckpointLoaderSimple"](SDXL_CKPT)
-    with pytest.raises(NotHotSwappable, match="'model'.*sdxl"):
+    with pytest.raises(NotHotSwappable, match=r"'model'.*sdxl"):
         node.swap(state, {"model": xl})
 
 
