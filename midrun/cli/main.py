@@ -106,6 +106,30 @@ def _stop_hook(spec: str | None) -> list[Hook]:
     ]
 
 
+def _with_diffusion(registry, class_types: set[str], args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Attach the diffusion runtime when the workflow uses ComfyUI's core nodes (torch is
+    imported only then; without the ``diffusion`` extra those nodes stay unimplemented
+    and the run is refused with a clear error)."""
+    from midrun.nodes.comfy_core import comfy_core_types
+
+    if not class_types & {t.class_type for t in comfy_core_types()}:
+        return registry
+    try:
+        from midrun.diffusion.runtime import DiffusionRuntime
+        from midrun.nodes.comfy_impl import attach
+    except ImportError:
+        return registry
+    runtime = DiffusionRuntime.create(
+        args.models_dir,
+        device=args.device,
+        precision=args.precision,
+        output_dir=args.output_dir,
+        input_dir=args.input_dir or "input",
+        extra_model_paths=args.extra_model_paths,
+    )
+    return attach(registry, runtime)
+
+
 def _execute(args: argparse.Namespace, resume: bool) -> int:
     """``run`` and ``resume``: the same hooks, context, error handling and report."""
     registry = _registry(args)
@@ -116,9 +140,15 @@ def _execute(args: argparse.Namespace, resume: bool) -> int:
     context = RunContext(output_dir=Path(args.output_dir))
     try:
         if resume:
-            coro = executor.resume(RunState.load(args.state_dir), registry, context=context)
+            state = RunState.load(args.state_dir)
+            workflow_doc = state.plan.get("workflow", {}) if state.kind == "workflow" else {}
+            types = {n.get("class_type") for n in workflow_doc.values() if isinstance(n, dict)}
+            registry = _with_diffusion(registry, types, args)
+            coro = executor.resume(state, registry, context=context)
         else:
             workflow = read_workflow_file(args.file, registry)
+            types = {spec.class_type for spec in workflow.nodes.values()}
+            registry = _with_diffusion(registry, types, args)
             coro = executor.run(workflow, registry, context=context)
         result = asyncio.run(coro)
     except MidrunError as exc:
@@ -175,6 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--stop-at", help="NODE or NODE:STEP: suspend there")
         p.add_argument("--state", help="where to save the run state if it suspends")
         p.add_argument("--quiet", action="store_true")
+        p.add_argument(
+            "--device",
+            default=os.environ.get("MIDRUN_DEVICE", "auto"),
+            help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps",
+        )
+        p.add_argument(
+            "--precision",
+            default=os.environ.get("MIDRUN_PRECISION", "auto"),
+            choices=("auto", "fp32", "fp16", "bf16"),
+        )
+        p.add_argument(
+            "--extra-model-paths",
+            default=os.environ.get("MIDRUN_EXTRA_MODEL_PATHS"),
+            help="ComfyUI extra_model_paths.yaml adding model folders",
+        )
         common(p)
         p.set_defaults(fn=fn)
 

@@ -20,7 +20,9 @@ from PIL.PngImagePlugin import PngInfo
 
 def to_pil(image: torch.Tensor) -> Image.Image:
     """One image (H, W, C) in 0..1 as an 8-bit PIL image."""
-    array = (image.detach().float().cpu().clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)
+    # numpy, not torch: this runs on the preview thread too (see previews.latent_to_rgb).
+    array = np.clip(image.detach().float().cpu().numpy(), 0.0, 1.0)
+    array = np.round(array * 255.0).astype(np.uint8)
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
