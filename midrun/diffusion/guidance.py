@@ -35,7 +35,7 @@ class Guidance:
         x_in = schedule.model_input(x, s)
         timestep = schedule.timestep(sigma)
         entries = [(e, True) for e in self.positive]
-        if self.cfg != 1.0 or not self.negative:
+        if self.cfg != 1.0:
             entries += [(e, False) for e in self.negative]
         outputs = self._predict(x_in, timestep, [e for e, _ in entries], batch)
         pos = [schedule.denoised(o, x, s) for o, (_, p) in zip(outputs, entries, strict=True) if p]

@@ -13,7 +13,9 @@ ComfyUI's original-layout names (``diffusion_model.input_blocks.…``) and diffu
 
 from __future__ import annotations
 
+import itertools
 import logging
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,12 +61,17 @@ class LoraDelta:
     scale: float
 
 
+_UIDS = itertools.count(1)
+
+
 @dataclass(eq=False)
 class LoraWeights:
-    """A parsed LoRA file: (component, name as written in the file) -> delta."""
+    """A parsed LoRA file: (component, name as written in the file) -> delta. ``uid`` is
+    never reused (unlike ``id()``), so adapters cannot mistake a new LoRA for a freed one."""
 
     name: str
     deltas: dict[tuple[str, str], LoraDelta]
+    uid: int = field(default_factory=lambda: next(_UIDS))
 
     def components(self) -> set[str]:
         return {c for c, _ in self.deltas}
@@ -137,9 +144,12 @@ class Adapters:
 
     def resolve(self, lora: LoraWeights, component: str) -> list[str]:
         """Attach ``lora``'s deltas for ``component`` (once); return the module names."""
-        key = (id(lora), component)
+        key = (lora.uid, component)
         if key in self._resolved:
             return self._resolved[key]
+        if not any(k[0] == lora.uid for k in self._resolved):
+            # When the LoRA is dropped (evicted and no job holds it), drop its deltas too.
+            weakref.finalize(lora, self.forget, lora.uid)
         names = []
         unknown = []
         for (comp, written), delta in lora.deltas.items():
@@ -149,7 +159,7 @@ class Adapters:
             if name is None:
                 unknown.append(written)
                 continue
-            self._attach(name, id(lora), delta)
+            self._attach(name, lora.uid, delta)
             names.append(name)
         if unknown:
             log.warning(
@@ -215,14 +225,14 @@ class Adapters:
         active: dict[int, float] = {}
         for lora, strength in uses:
             if self.resolve(lora, component):
-                active[id(lora)] = active.get(id(lora), 0.0) + float(strength)
+                active[lora.uid] = active.get(lora.uid, 0.0) + float(strength)
         self.active = active
 
-    def forget(self, lora: LoraWeights) -> None:
-        """Drop a LoRA's deltas (when the LoRA leaves the model cache)."""
+    def forget(self, uid: int) -> None:
+        """Drop a LoRA's deltas."""
         for deltas in self._deltas.values():
-            deltas.pop(id(lora), None)
-        for key in [k for k in self._resolved if k[0] == id(lora)]:
+            deltas.pop(uid, None)
+        for key in [k for k in self._resolved if k[0] == uid]:
             del self._resolved[key]
 
 

@@ -55,6 +55,7 @@ class LoadedModel:
         return sum(
             p.numel() * p.element_size()
             for m in (c.unet, c.vae, *c.text_encoders)
+            if m is not None
             for p in m.parameters()
         )
 

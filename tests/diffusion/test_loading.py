@@ -240,3 +240,19 @@ def test_runtime_shares_one_loaded_checkpoint(runtime) -> None:
     first = runtime.checkpoint(SD15_CKPT)
     assert runtime.checkpoint(SD15_CKPT) is first
     assert runtime.cache.snapshot().misses == 1
+
+
+def test_adapters_forget_a_lora_once_nothing_holds_it(runtime, models) -> None:
+    import gc
+
+    base = runtime.checkpoint(SD15_CKPT)
+    lora = load_lora(models.models_dir / "loras" / LORAS["kohya"])  # not in the cache
+    DiffusionModel(base).with_lora(lora, 1.0).predict(
+        torch.zeros(1, 4, 8, 8), torch.tensor([10.0]), torch.zeros(1, 77, 32)
+    )
+    adapters = base.adapters.get("unet")
+    uid = lora.uid
+    assert any(uid in deltas for deltas in adapters._deltas.values())
+    del lora
+    gc.collect()
+    assert not any(uid in deltas for deltas in adapters._deltas.values())
