@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -363,7 +363,22 @@ def load_diffusers_folder(path: str | Path) -> Components:
     )
     for module in (unet, vae, *encoders):
         module.eval().requires_grad_(False)
-    return Components(family, unet, vae, encoders, schedule, str(root))
+    return Components(_folder_family(family, vae, root), unet, vae, encoders, schedule, str(root))
+
+
+def _folder_family(family: Family, vae: Any, root: Path) -> Family:
+    """A folder's VAE config states its latent scale; ``latent_rgb.json`` (written by
+    midrun's demo-model trainer) its preview factors. Both default to the family's."""
+    changes: dict[str, Any] = {}
+    scale = vae.config.get("scaling_factor")
+    if scale and float(scale) != family.scaling_factor:
+        changes["scaling_factor"] = float(scale)
+    rgb = root / "latent_rgb.json"
+    if rgb.is_file():
+        data = json.loads(rgb.read_text("utf-8"))
+        changes["latent_rgb_factors"] = tuple(tuple(map(float, row)) for row in data["factors"])
+        changes["latent_rgb_bias"] = tuple(map(float, data["bias"]))
+    return replace(family, **changes) if changes else family
 
 
 def load_components(path: str | Path) -> Components:

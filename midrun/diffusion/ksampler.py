@@ -71,7 +71,8 @@ class KSamplerStep:
         params = self._params(inputs)
         sigmas = self._sigmas(model, params)
         device = model.base.placement.device
-        x0 = samples.to(device) * model.family.scaling_factor
+        scale = model.family.scaling_factor
+        x0 = samples.to(device) * scale
         if params["add_noise"] and len(sigmas) > 1:
             noise = initial_noise(seed, samples.shape).to(device)
             sigma_max = model.schedule.sigma_max
@@ -93,6 +94,7 @@ class KSamplerStep:
             "latent": {k: v for k, v in latent.items() if k != "samples"},
             "input_samples": samples.cpu() if len(sigmas) <= 1 else None,
             "image_size": [samples.shape[2] * 8, samples.shape[3] * 8],
+            "scale": scale,
             "denoised": None,
         }
 
@@ -124,8 +126,7 @@ class KSamplerStep:
     def finish(self, state: dict[str, Any]) -> tuple[dict[str, Any]]:
         if state["input_samples"] is not None:  # nothing to sample: ComfyUI returns the input
             return ({**state["latent"], "samples": state["input_samples"]},)
-        family_scale = self._scale(state)
-        samples = state["sampler"]["x"].float() / family_scale
+        samples = state["sampler"]["x"].float() / state["scale"]
         return ({**state["latent"], "samples": samples.cpu()},)
 
     def resume(self, state: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
@@ -239,9 +240,3 @@ class KSamplerStep:
             "the sampler's state was built for the old value; pause, then edit and re-run "
             "the sampler from the start"
         )
-
-    @staticmethod
-    def _scale(state: dict[str, Any]) -> float:
-        from midrun.diffusion.families import family
-
-        return family(state["model_desc"]["family"]).scaling_factor

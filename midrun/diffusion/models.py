@@ -146,7 +146,7 @@ class TextEncoder:
             adapters = self.base.adapters.get(f"te{index}")
             if adapters is not None:
                 adapters.activate(self.loras, f"te{index}")
-            ids = _token_windows(text, pad)
+            ids = token_windows(text, pad)
             layer = self.layer if self.layer is not None else default_layer
             with torch.no_grad():
                 out = encoder(input_ids=ids.to(device), output_hidden_states=True, return_dict=True)
@@ -173,7 +173,8 @@ def _final_norm(encoder: Any) -> Any:
     return model.final_layer_norm
 
 
-def _token_windows(text: str, pad: str) -> torch.Tensor:
+def token_windows(text: str, pad: str = END) -> torch.Tensor:
+    """Token ids of ``text`` as rows of 77: start, up to 75 tokens, end, padding."""
     tokenizer = _tokenizer(pad)
     ids = tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"]
     start = tokenizer.convert_tokens_to_ids(START)

@@ -155,8 +155,10 @@ class PreviewHook(Hook):
         if latent is None or point.step is None or not self.due(point.step):
             return None
         self._last = time.perf_counter()
-        fam = family(state["model_desc"]["family"])
         model = state["model"].value
+        # The live model's family carries its own latent scale and RGB factors (the demo
+        # model's differ from stock SD1.5's); a detached state falls back to the stock one.
+        fam = model.family if model is not None else family(state["model_desc"]["family"])
         vae = None
         if model is not None and self.settings.method == "vae":
             from midrun.diffusion.models import VAEModel

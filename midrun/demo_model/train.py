@@ -1,0 +1,311 @@
+"""Trains midrun's demo model: a small latent diffusion model of coloured shapes.
+
+Same structure as Stable Diffusion 1.5, scaled down: an AutoencoderKL (64x64 RGB <-> 8x8x4
+latents), a CLIP-architecture text encoder using CLIP's own tokenizer, and a
+UNet2DConditionModel with cross-attention, trained with SD1.5's noise schedule
+(eps-prediction, scaled-linear betas) and 10 % caption dropout for classifier-free
+guidance. Stages: render the dataset, train the VAE, encode the dataset and fix the latent
+scale, train the text encoder and UNet together (EMA weights kept), fit the latent-to-RGB
+preview factors, save a diffusers folder (fp16 safetensors) with a model card.
+
+    python -m midrun.demo_model.train --out midrun/demo_model/weights
+
+Everything is seeded; the card records the command, seed, hardware, time and metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from midrun.demo_model import shapes
+from midrun.diffusion.families import SD15
+from midrun.diffusion.models import token_windows
+from midrun.diffusion.schedule import DiscreteSchedule
+
+
+@dataclass(frozen=True)
+class Config:
+    images: int = 24000
+    vae_steps: int = 3000
+    vae_batch: int = 8
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-6
+    unet_steps: int = 10000
+    unet_batch: int = 64
+    unet_lr: float = 5e-4
+    ema: float = 0.999
+    caption_dropout: float = 0.1
+    vae_channels: tuple[int, ...] = (16, 32, 64, 64)
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    text_width: int = 64
+    text_layers: int = 2
+    groups: int = 16
+    seed: int = 0
+    log_every: int = 100
+
+
+def vae_model(c: Config) -> Any:
+    from diffusers import AutoencoderKL
+
+    levels = len(c.vae_channels)
+    return AutoencoderKL(
+        block_out_channels=c.vae_channels,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        latent_channels=4,
+        norm_num_groups=c.groups,
+        sample_size=shapes.SIZE,
+    )
+
+
+def text_model(c: Config) -> Any:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=c.text_width,
+            intermediate_size=c.text_width * 4,
+            num_hidden_layers=c.text_layers,
+            num_attention_heads=max(1, c.text_width // 32),
+            max_position_embeddings=77,
+            vocab_size=49408,
+            hidden_act="quick_gelu",
+            projection_dim=c.text_width,
+        )
+    )
+
+
+def unet_model(c: Config) -> Any:
+    from diffusers import UNet2DConditionModel
+
+    levels = len(c.unet_channels)
+    return UNet2DConditionModel(
+        sample_size=shapes.SIZE // 2 ** (len(c.vae_channels) - 1),
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=c.unet_channels,
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+        cross_attention_dim=c.text_width,
+        attention_head_dim=8,
+        norm_num_groups=c.groups,
+    )
+
+
+def render_dataset(c: Config) -> tuple[torch.Tensor, list[str]]:
+    """``(images (N, 3, 64, 64) in -1..1, captions)`` over the training triples."""
+    specs = list(shapes.specs(c.seed, c.images))
+    pixels = np.stack([np.asarray(shapes.render(s)) for s in specs])
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return images, [s.caption for s in specs]
+
+
+def _lr(step: int, total: int, peak: float, warmup: int = 200) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return peak * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_vae(c: Config, images: torch.Tensor, log: Any) -> tuple[Any, dict[str, float]]:
+    vae = vae_model(c).train()
+    optimiser = torch.optim.AdamW(vae.parameters(), lr=c.vae_lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(c.seed + 1)
+    recent: list[float] = []
+    for step in range(c.vae_steps):
+        for group in optimiser.param_groups:
+            group["lr"] = _lr(step, c.vae_steps, c.vae_lr)
+        batch = images[torch.randint(len(images), (c.vae_batch,), generator=generator)]
+        posterior = vae.encode(batch).latent_dist
+        latent = posterior.mean + posterior.std * torch.randn(
+            posterior.mean.shape, generator=generator
+        )
+        recon = vae.decode(latent).sample
+        rec = F.mse_loss(recon, batch) + 0.5 * F.l1_loss(recon, batch)
+        loss = rec + c.kl_weight * posterior.kl().mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimiser.step()
+        recent.append(float(rec.detach()))
+        if (step + 1) % c.log_every == 0:
+            log(f"vae {step + 1}/{c.vae_steps} recon {np.mean(recent[-c.log_every :]):.5f}")
+    return vae.eval().requires_grad_(False), {"vae_recon_loss": float(np.mean(recent[-200:]))}
+
+
+@torch.no_grad()
+def encode_dataset(vae: Any, images: torch.Tensor) -> torch.Tensor:
+    return torch.cat(
+        [vae.encode(images[i : i + 256]).latent_dist.mean for i in range(0, len(images), 256)]
+    )
+
+
+def fit_latent_rgb(latents: torch.Tensor, images: torch.Tensor) -> dict[str, Any]:
+    """Least-squares 4x3 map (plus bias) from a latent cell to its pixels' mean colour
+    (in -1..1, the convention of the preview code)."""
+    factor = images.shape[-1] // latents.shape[-1]
+    target = F.avg_pool2d(images, factor)  # (N, 3, h, w)
+    x = latents.permute(0, 2, 3, 1).reshape(-1, 4)
+    y = target.permute(0, 2, 3, 1).reshape(-1, 3)
+    design = torch.cat([x, torch.ones(len(x), 1)], dim=1)
+    solution = torch.linalg.lstsq(design.double(), y.double()).solution.float()
+    return {"factors": solution[:4].tolist(), "bias": solution[4].tolist()}
+
+
+def train_unet(
+    c: Config, latents: torch.Tensor, captions: list[str], log: Any
+) -> tuple[Any, Any, dict[str, float]]:
+    unet, text = unet_model(c).train(), text_model(c).train()
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
+    params = [*unet.parameters(), *text.parameters()]
+    optimiser = torch.optim.AdamW(params, lr=c.unet_lr, weight_decay=0.01)
+    schedule = DiscreteSchedule()
+    betas_sigmas = schedule.sigmas  # ascending, index = timestep
+    alphas = 1.0 / (1.0 + betas_sigmas**2)  # alpha_bar_t
+    unique = sorted(set(captions))
+    token_rows = {cap: token_windows(cap)[0] for cap in [*unique, ""]}
+    generator = torch.Generator().manual_seed(c.seed + 2)
+    rng = random.Random(c.seed + 3)
+    recent: list[float] = []
+    for step in range(c.unet_steps):
+        for group in optimiser.param_groups:
+            group["lr"] = _lr(step, c.unet_steps, c.unet_lr)
+        index = torch.randint(len(latents), (c.unet_batch,), generator=generator)
+        x0 = latents[index]
+        texts = ["" if rng.random() < c.caption_dropout else captions[i] for i in index.tolist()]
+        ids = torch.stack([token_rows[t] for t in texts])
+        t = torch.randint(0, 1000, (c.unet_batch,), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        context = text(input_ids=ids).last_hidden_state
+        prediction = unet(noisy, t, encoder_hidden_states=context).sample
+        loss = F.mse_loss(prediction, noise)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimiser.step()
+        decay = min(c.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema, live in ((ema_unet, unet), (ema_text, text)):
+                for e, p in zip(ema.parameters(), live.parameters(), strict=True):
+                    e.lerp_(p, 1 - decay)
+        recent.append(float(loss.detach()))
+        if (step + 1) % c.log_every == 0:
+            log(f"unet {step + 1}/{c.unet_steps} loss {np.mean(recent[-c.log_every :]):.5f}")
+    metrics = {"unet_loss": float(np.mean(recent[-500:]))}
+    return ema_unet.requires_grad_(False), ema_text.requires_grad_(False), metrics
+
+
+def save_folder(
+    out: Path, vae: Any, text: Any, unet: Any, scale: float, rgb: dict[str, Any]
+) -> None:
+    from midrun.diffusion.tokenizer import write_tokenizer_files
+
+    if out.exists():
+        shutil.rmtree(out)
+    vae.register_to_config(scaling_factor=scale)
+    for name, module in (("vae", vae), ("text_encoder", text), ("unet", unet)):
+        module.to(torch.float16).save_pretrained(out / name, safe_serialization=True)
+        module.to(torch.float32)
+    (out / "scheduler").mkdir(parents=True)
+    shutil.copy(SD15.config_dir / "scheduler.json", out / "scheduler" / "scheduler_config.json")
+    shutil.copy(SD15.config_dir / "model_index.json", out / "model_index.json")
+    write_tokenizer_files(out / "tokenizer")
+    (out / "latent_rgb.json").write_text(json.dumps(rgb, indent=1), "utf-8")
+
+
+def folder_bytes(out: Path) -> int:
+    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+
+
+def write_card(out: Path, c: Config, metrics: dict[str, Any], seconds: float) -> None:
+    card = {
+        "command": " ".join(
+            [Path(sys.executable).name, "-m", "midrun.demo_model.train", *sys.argv[1:]]
+        ),
+        "config": asdict(c),
+        "hardware": {
+            "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "software": {"python": platform.python_version(), "torch": torch.__version__},
+        "seconds": round(seconds, 1),
+        "metrics": metrics,
+        "bytes": folder_bytes(out),
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=1), "utf-8")
+    lines = [
+        "# midrun demo model",
+        "",
+        "A small latent diffusion model (AutoencoderKL, CLIP-architecture text encoder,",
+        "UNet2DConditionModel) trained by midrun's own script on procedurally drawn coloured",
+        "shapes (midrun/demo_model/shapes.py). Not a general image model.",
+        "",
+        f"- command: `{card['command']}`",
+        f"- seed: {c.seed}",
+        f"- hardware: {card['hardware']}",
+        f"- training time: {seconds / 60:.1f} min",
+        f"- metrics: {json.dumps(metrics)}",
+        f"- size: {card['bytes'] / 1e6:.1f} MB (fp16 safetensors)",
+        "",
+    ]
+    (out / "MODEL_CARD.md").write_text("\n".join(lines), "utf-8")
+
+
+def train(c: Config, out: Path, log: Any = print) -> dict[str, Any]:
+    started = time.perf_counter()
+    torch.manual_seed(c.seed)
+    images, captions = render_dataset(c)
+    log(f"dataset: {len(images)} images, {len(set(captions))} captions")
+    vae, metrics = train_vae(c, images, log)
+    latents = encode_dataset(vae, images)
+    scale = float(1.0 / latents.std())
+    rgb = fit_latent_rgb(latents * scale, images)
+    log(f"latent scale {scale:.4f}")
+    unet, text, unet_metrics = train_unet(c, latents * scale, captions, log)
+    metrics.update(unet_metrics, latent_scale=scale)
+    save_folder(out, vae, text, unet, scale, rgb)
+    seconds = time.perf_counter() - started
+    write_card(out, c, metrics, seconds)
+    log(f"saved {out} ({folder_bytes(out) / 1e6:.1f} MB) in {seconds / 60:.1f} min")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "weights"))
+    for field, default in asdict(Config()).items():
+        if isinstance(default, tuple):
+            continue
+        parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
+    args = parser.parse_args(argv)
+    values = {k: v for k, v in vars(args).items() if k != "out"}
+    config = Config(**values)
+    train(config, Path(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

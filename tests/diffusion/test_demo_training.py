@@ -1,0 +1,45 @@
+"""The demo model's training script, run for a few steps: it writes a diffusers folder
+with a model card that CheckpointLoaderSimple loads through the normal path, with the
+folder's own latent scale and preview factors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import torch
+
+from midrun.demo_model import train
+from midrun.diffusion.runtime import DiffusionRuntime
+from midrun.engine.executor import Executor
+from midrun.graph.workflow import Workflow
+from midrun.nodes import builtin_registry
+from midrun.nodes.comfy_impl import attach
+from tests.diffusion.conftest import txt2img
+
+
+def test_a_short_training_run_gives_a_loadable_model(tmp_path: Path) -> None:
+    out = tmp_path / "models" / "checkpoints" / "midrun-demo"
+    config = train.Config(images=48, vae_steps=3, vae_batch=4, unet_steps=3, unet_batch=8,
+                          log_every=1)  # fmt: skip
+    lines: list[str] = []
+    metrics = train.train(config, out, log=lines.append)
+    assert any(line.startswith("unet 3/3") for line in lines)
+    card = json.loads((out / "card.json").read_text())
+    assert card["config"]["seed"] == 0 and card["metrics"] == metrics
+    assert card["seconds"] > 0 and card["hardware"]["cpus"]
+    assert "training time" in (out / "MODEL_CARD.md").read_text()
+    runtime = DiffusionRuntime.create(tmp_path / "models", device="cpu",
+                                      output_dir=tmp_path / "out")  # fmt: skip
+    loaded = runtime.checkpoint("midrun-demo")
+    assert abs(loaded.family.scaling_factor - metrics["latent_scale"]) < 1e-3  # fp16 config
+    rgb = json.loads((out / "latent_rgb.json").read_text())
+    assert loaded.family.latent_rgb_factors[0] == tuple(rgb["factors"][0])
+    registry = attach(builtin_registry(tmp_path / "models"), runtime)
+    result = asyncio.run(
+        Executor().run(Workflow.from_api(txt2img("midrun-demo", steps=3)), registry)
+    )
+    assert result.ok, result.error
+    assert result.plan.target_values()["9"][0].shape == (1, 64, 64, 3)
+    assert torch.isfinite(result.plan.target_values()["9"][0]).all()
