@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import statistics
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine_overhead import bare, registry, workflow
+from report import emit  # bench/report.py (benchmarks run as scripts)
 
 from midrun.debug.session import DebugSession, DebugSessionConfig
 from midrun.engine.executor import Executor
@@ -101,11 +101,7 @@ def main() -> None:
         "repeat": args.repeat,
         "python": platform.python_version(),
     }
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for key, value in figures.items():
-            print(f"{key:34} {value}")
+    emit(figures, args.json)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
+
+from report import emit  # bench/report.py (benchmarks run as scripts)
 
 from midrun.engine.control import ControlPoint, Directive, Hook
 from midrun.engine.executor import Executor
@@ -172,11 +173,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     figures = measure(args.steps, args.step_ms, args.repeat, args.points)
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for key, value in figures.items():
-            print(f"{key:36} {value}")
+    emit(figures, args.json)
 
 
 if __name__ == "__main__":

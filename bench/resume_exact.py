@@ -13,7 +13,6 @@ with ``torch.equal``.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from report import emit  # bench/report.py (benchmarks run as scripts)
 
 from midrun.diffusion import testing
 from midrun.diffusion.ksampler import KSamplerStep
@@ -121,11 +121,7 @@ def main() -> None:
         "device": "cpu/float32",
         "seconds": round(time.perf_counter() - started, 1),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>14}: {value}")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

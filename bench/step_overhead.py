@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import statistics
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from report import emit  # bench/report.py (benchmarks run as scripts)
 
 from midrun.diffusion import testing
 from midrun.diffusion.checkpoints import Components, _shipped
@@ -224,11 +224,7 @@ def main() -> None:
         "steps": args.steps,
         "repeat": args.repeat,
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>22}: {value}")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,22 @@ class ModelPaths:
         for folder in self.folders.get(kind, []):
             if not folder.is_dir():
                 continue
-            for path in sorted(folder.rglob("*")):
-                rel = path.relative_to(folder).as_posix()
-                if path.is_file() and path.suffix.lower() in WEIGHT_SUFFIXES:
-                    if not any(part.startswith(".") for part in path.parts):
-                        found.setdefault(rel, None)
-                elif kind == "checkpoints" and (path / "model_index.json").is_file():
-                    found.setdefault(rel, None)
+            visited: set[str] = set()
+            for root, dirs, files in os.walk(folder, followlinks=True):
+                here = Path(root)
+                real = os.path.realpath(root)
+                if real in visited:  # a link cycle
+                    dirs[:] = []
+                    continue
+                visited.add(real)
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                if kind == "checkpoints" and (here / "model_index.json").is_file():
+                    found.setdefault(here.relative_to(folder).as_posix(), None)
+                    dirs[:] = []  # a diffusers folder is one model
+                    continue
+                for name in sorted(files):
+                    if Path(name).suffix.lower() in WEIGHT_SUFFIXES and not name.startswith("."):
+                        found.setdefault((here / name).relative_to(folder).as_posix(), None)
         return list(found)
 
     def find(self, kind: str, name: str) -> Path:
@@ -57,9 +67,9 @@ class ModelPaths:
         if not name or Path(name).is_absolute() or ".." in Path(name).parts:
             raise ModelNotFound(f"{kind} name {name!r} must be a path inside the {kind} folder")
         for folder in self.folders.get(kind, []):
-            candidate = (folder / name).resolve()
-            if not candidate.is_relative_to(folder.resolve()):
-                continue
+            # Checked lexically: the name cannot climb out (no "..", not absolute), while
+            # links the owner placed inside a models folder (as ComfyUI users do) still work.
+            candidate = folder / name
             if candidate.exists():
                 return candidate
         where = ", ".join(str(f) for f in self.folders.get(kind, [])) or "(no folder configured)"

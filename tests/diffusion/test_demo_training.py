@@ -43,3 +43,14 @@ def test_a_short_training_run_gives_a_loadable_model(tmp_path: Path) -> None:
     assert result.ok, result.error
     assert result.plan.target_values()["9"][0].shape == (1, 64, 64, 3)
     assert torch.isfinite(result.plan.target_values()["9"][0]).all()
+
+    # The evaluation runs on any model folder (here an untrained one: only the shapes of
+    # its report are checked; the figures come from the real model, see the README).
+    from midrun.demo_model import evaluate
+
+    gen = evaluate.Generator(out, cfg=5.0, steps=3)
+    held = evaluate.held_out_accuracy(gen, 3, seed=0)
+    assert held["images"] == 3 and 0 <= held["accuracy"] <= 1
+    edits = evaluate.edit_success(gen, 2, [1, 2], seed=0)
+    assert set(edits["blue_share_by_edit_step"]) == {"1", "2"}
+    assert evaluate.timing(gen, 1)["median_s"] > 0

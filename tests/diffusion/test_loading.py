@@ -214,7 +214,14 @@ def test_extra_model_paths_yaml(models, tmp_path: Path) -> None:
     paths = ModelPaths.from_dir(models.models_dir, yaml_file)
     assert "mine.safetensors" in paths.names("loras")
     assert LORAS["kohya"] in paths.names("loras")
-    assert paths.find("loras", "mine.safetensors") == (extra / "mine.safetensors").resolve()
+    assert paths.find("loras", "mine.safetensors") == extra / "mine.safetensors"
+    # A link the owner placed in a models folder is followed; names still cannot climb out.
+    (models.models_dir / "loras" / "linked").symlink_to(extra, target_is_directory=True)
+    try:
+        assert "linked/mine.safetensors" in paths.names("loras")
+        assert paths.find("loras", "linked/mine.safetensors").is_file()
+    finally:
+        (models.models_dir / "loras" / "linked").unlink()
 
 
 def test_model_cache_lru_under_budget() -> None:
