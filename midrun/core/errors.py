@@ -109,6 +109,16 @@ class RunStateError(MidrunError):
     type = "invalid_run_state"
 
 
+class InputNotHotSwappable(MidrunError):
+    """A node mid-run was given a new value for an input it cannot change between steps."""
+
+    type = "input_not_hot_swappable"
+
+    def __init__(self, name: str, reason: str, **extra_info: Any) -> None:
+        super().__init__(f"Input {name!r} cannot change mid-run: {reason}", input_name=name,
+                         **extra_info)  # fmt: skip
+
+
 class RecursionLimitError(MidrunError):
     """A state graph looped more often than its recursion limit allows."""
 

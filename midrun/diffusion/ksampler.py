@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from midrun.core.errors import MidrunError
+from midrun.core.errors import InputNotHotSwappable
 from midrun.diffusion import samplers
 from midrun.diffusion.guidance import Guidance
 from midrun.diffusion.models import DiffusionModel
@@ -29,14 +29,8 @@ from midrun.diffusion.noise import initial_noise
 from midrun.diffusion.schedulers import sampling_sigmas
 from midrun.engine.codec import Live
 
-
-class NotHotSwappable(MidrunError):
-    """An input of a running sampler that cannot change between steps."""
-
-    type = "input_not_hot_swappable"
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"Input {name!r} cannot change mid-run: {reason}", input_name=name)
+#: Kept under the name the tests and callers know; the class lives in core.errors.
+NotHotSwappable = InputNotHotSwappable
 
 
 def latent_digest(samples: torch.Tensor) -> str:

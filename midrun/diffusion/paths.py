@@ -21,8 +21,15 @@ class ModelNotFound(MidrunError):
 class ModelPaths:
     """Where each kind of model file is looked for, first folder first."""
 
-    def __init__(self, folders: Mapping[str, Iterable[str | Path]]) -> None:
+    def __init__(
+        self,
+        folders: Mapping[str, Iterable[str | Path]],
+        builtin: Mapping[str, Mapping[str, Path]] | None = None,
+    ) -> None:
         self.folders = {kind: [Path(p) for p in folders.get(kind, ())] for kind in KINDS}
+        #: Models that ship with midrun (kind -> name -> path), listed after the folders'
+        #: own files; a file of the same name in a folder wins.
+        self.builtin = {kind: dict(entries) for kind, entries in (builtin or {}).items()}
 
     @classmethod
     def from_dir(
@@ -35,7 +42,10 @@ class ModelPaths:
         if extra_yaml is not None:
             for kind, paths in read_extra_model_paths(extra_yaml).items():
                 folders.setdefault(kind, []).extend(paths)
-        return cls(folders)
+        from midrun.demo_model import NAME, weights
+
+        demo = weights()
+        return cls(folders, {"checkpoints": {NAME: demo}} if demo is not None else None)
 
     def names(self, kind: str) -> list[str]:
         """Model names of ``kind``: files with a weights suffix, and for checkpoints also
@@ -60,6 +70,8 @@ class ModelPaths:
                 for name in sorted(files):
                     if Path(name).suffix.lower() in WEIGHT_SUFFIXES and not name.startswith("."):
                         found.setdefault((here / name).relative_to(folder).as_posix(), None)
+        for name in self.builtin.get(kind, {}):
+            found.setdefault(name, None)
         return list(found)
 
     def find(self, kind: str, name: str) -> Path:
@@ -72,6 +84,8 @@ class ModelPaths:
             candidate = folder / name
             if candidate.exists():
                 return candidate
+        if name in self.builtin.get(kind, {}):
+            return self.builtin[kind][name]
         where = ", ".join(str(f) for f in self.folders.get(kind, [])) or "(no folder configured)"
         raise ModelNotFound(f"{kind} {name!r} not found in {where}", kind=kind, name=name)
 

@@ -28,6 +28,7 @@ from midrun.diffusion.models import (
 from midrun.diffusion.runtime import DiffusionRuntime
 from midrun.graph.registry import NodeRegistry
 from midrun.graph.types import NodeResult
+from midrun.nodes import IMAGE_SUFFIXES, file_lister
 
 
 def _confined(root: Path, name: str, what: str) -> Path:
@@ -199,17 +200,5 @@ def attach(registry: NodeRegistry, runtime: DiffusionRuntime) -> NodeRegistry:
             registry.register(dataclasses.replace(declared, impl=impl), replace=True)
     for kind in ("checkpoints", "loras", "vae"):
         registry.set_choices_source(kind, lambda kind=kind: runtime.paths.names(kind))
-    registry.set_choices_source("input_images", lambda: _input_images(runtime.input_dir))
+    registry.set_choices_source("input_images", file_lister(runtime.input_dir, IMAGE_SUFFIXES))
     return registry
-
-
-def _input_images(folder: Path) -> list[str]:
-    from midrun.nodes import IMAGE_SUFFIXES
-
-    if not folder.is_dir():
-        return []
-    return sorted(
-        p.relative_to(folder).as_posix()
-        for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )

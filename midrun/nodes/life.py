@@ -7,10 +7,12 @@ and a result you can look at. The README's first command runs it through the eng
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 from typing import Any
 
+from midrun.core.errors import InputNotHotSwappable
 from midrun.graph.types import (
     FLOAT,
     HIDDEN_RUN_CONTEXT,
@@ -61,11 +63,28 @@ def next_generation(rows: list[str]) -> list[str]:
     return result
 
 
+def _digest(rows: list[str]) -> str:
+    return hashlib.blake2b("\n".join(rows).encode(), digest_size=16).hexdigest()
+
+
 class LifeSimulation:
     """Steppable: state is ``{"rows", "generation", "generations"}``, all plain data."""
 
     def start(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        return {"rows": list(inputs["grid"]), "generation": 0, "generations": inputs["generations"]}
+        return {
+            "rows": list(inputs["grid"]),
+            "generation": 0,
+            "generations": inputs["generations"],
+            "source": _digest(inputs["grid"]),
+        }
+
+    def resume(self, state: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+        """A resumed run takes a new ``generations``; a new starting grid is refused."""
+        if "source" in state and _digest(inputs["grid"]) != state["source"]:
+            raise InputNotHotSwappable(
+                "grid", "the simulation has evolved the old grid; run it again from the start"
+            )
+        return {**state, "generations": inputs["generations"]}
 
     def step(self, state: dict[str, Any]) -> dict[str, Any]:
         return {

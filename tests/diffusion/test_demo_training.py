@@ -19,7 +19,7 @@ from midrun.nodes.comfy_impl import attach
 from tests.diffusion.conftest import txt2img
 
 
-def test_a_short_training_run_gives_a_loadable_model(tmp_path: Path) -> None:
+def test_a_short_training_run_gives_a_loadable_model(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "models" / "checkpoints" / "midrun-demo"
     config = train.Config(images=48, vae_steps=3, vae_batch=4, unet_steps=3, unet_batch=8,
                           log_every=1)  # fmt: skip
@@ -54,3 +54,12 @@ def test_a_short_training_run_gives_a_loadable_model(tmp_path: Path) -> None:
     edits = evaluate.edit_success(gen, 2, [1, 2], seed=0)
     assert set(edits["blue_share_by_edit_step"]) == {"1", "2"}
     assert evaluate.timing(gen, 1)["median_s"] > 0
+
+    # Shipped weights are listed as "midrun-demo" in every models folder.
+    import midrun.demo_model as demo
+    from midrun.diffusion.paths import ModelPaths
+
+    monkeypatch.setattr(demo, "WEIGHTS", out)
+    empty = ModelPaths.from_dir(tmp_path / "nothing")
+    assert empty.names("checkpoints") == ["midrun-demo"]
+    assert empty.find("checkpoints", "midrun-demo") == out

@@ -293,3 +293,46 @@ def test_resume_refuses_an_edit_that_is_not_hot_swappable(diffusion_registry) ->
     assert resumed.error.type == "input_not_hot_swappable"
     assert resumed.error.extra_info["input_name"] == "sampler_name"
     assert "sampler_name" in resumed.error.message
+
+
+def test_prompt_edit_on_a_paused_run_acts_from_the_next_step(diffusion_registry, runtime) -> None:
+    """The text of a finished CLIPTextEncode is edited while the sampler is paused at
+    step 3: the encoder runs again and the sampler takes the new conditioning from step 4,
+    exactly as an in-process swap at step 3 would."""
+    from midrun.diffusion.ksampler import KSamplerStep
+    from midrun.engine.edits import edit_suspended
+    from midrun.nodes.comfy_impl import implementations
+
+    paused = run(diffusion_registry, txt2img(steps=6), StopAt("3", Position.STEP, 3))
+    edited = edit_suspended(paused.state, "6", "text", "a blue ring", diffusion_registry)
+    resumed = asyncio.run(Executor().resume(edited, diffusion_registry))
+    image = image_of(resumed)
+
+    nodes = implementations(runtime)
+    model, clip, vae = nodes["CheckpointLoaderSimple"](SD15_CKPT)
+    node = KSamplerStep()
+    inputs = {
+        "model": model, "seed": 1, "steps": 6, "cfg": 7.0, "sampler_name": "euler",
+        "scheduler": "normal", "positive": clip.encode("a red star on a white background"),
+        "negative": clip.encode(""), "latent_image": nodes["EmptyLatentImage"](64, 64, 1)[0],
+        "denoise": 1.0,
+    }  # fmt: skip
+    state = node.start(inputs)
+    for _ in range(3):
+        state = node.step(state)
+    state = node.swap(state, {"positive": clip.encode("a blue ring")})
+    while not node.done(state):
+        state = node.step(state)
+    expected = nodes["VAEDecode"](node.finish(state)[0], vae)[0]
+    assert torch.equal(image, expected)
+    assert not torch.equal(image, image_of(run(diffusion_registry, txt2img(steps=6))))
+
+
+def test_editing_the_latent_size_of_a_paused_sampler_is_refused(diffusion_registry) -> None:
+    from midrun.engine.edits import edit_suspended
+
+    paused = run(diffusion_registry, txt2img(steps=6), StopAt("3", Position.STEP, 2))
+    edited = edit_suspended(paused.state, "5", "width", 128, diffusion_registry)
+    result = asyncio.run(Executor().resume(edited, diffusion_registry))
+    assert result.status == RunStatus.FAILED
+    assert result.error.extra_info["input_name"] == "latent_image"
