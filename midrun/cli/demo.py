@@ -49,6 +49,7 @@ def _diffusion_demo_available() -> bool:
 
 
 def run_image_demo(data_dir: Path, *, device: str = "auto") -> int:
+    import torch
     from PIL import Image
 
     from midrun.cli.main import example_path
@@ -99,8 +100,8 @@ def run_image_demo(data_dir: Path, *, device: str = "auto") -> int:
     same = (
         unedited.ok
         and straight.ok
-        and bool(
-            (unedited.plan.target_values()["9"][0] == straight.plan.target_values()["9"][0]).all()
+        and torch.equal(
+            unedited.plan.target_values()["9"][0], straight.plan.target_values()["9"][0]
         )
     )
     out.write(f"unedited resume identical to an uninterrupted run: {'yes' if same else 'NO'}\n")
