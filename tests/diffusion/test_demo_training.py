@@ -63,3 +63,10 @@ def test_a_short_training_run_gives_a_loadable_model(tmp_path: Path, monkeypatch
     empty = ModelPaths.from_dir(tmp_path / "nothing")
     assert empty.names("checkpoints") == ["midrun-demo"]
     assert empty.find("checkpoints", "midrun-demo") == out
+
+    # The text-to-image demo runs on whatever model is shipped: pause, edit, resume.
+    from midrun.cli.demo import run_image_demo
+
+    assert run_image_demo(tmp_path / "demo-data", device="cpu") == 0
+    assert list((tmp_path / "demo-data" / "output").glob("midrun-demo_*_.png"))
+    assert list((tmp_path / "demo-data" / "runs").iterdir())
