@@ -39,6 +39,16 @@ def latent_digest(samples: torch.Tensor) -> str:
     return f"{tuple(samples.shape)}:{samples.dtype}:{digest}"
 
 
+def _latents_to(value: Any, shape: torch.Size, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device) if value.shape == shape else value
+    if isinstance(value, dict):
+        return {k: _latents_to(v, shape, device) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_latents_to(v, shape, device) for v in value)
+    return value
+
+
 class KSamplerStep:
     """Steppable implementation shared by both sampler nodes (``advanced`` picks which)."""
 
@@ -126,9 +136,17 @@ class KSamplerStep:
     def resume(self, state: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
         """Bind the model again and take any changed hot inputs."""
         model: DiffusionModel = inputs["model"]
+        device = model.base.placement.device
         sampler = dict(state["sampler"])
-        sampler["x"] = sampler["x"].to(model.base.placement.device)
-        state = {**state, "sampler": sampler, "model": Live(model)}
+        shape = sampler["x"].shape
+        # Latent-shaped tensors (x and a multistep sampler's remembered estimates) go back
+        # to the device; the remembered sigmas stay on the CPU, where the steps keep them.
+        sampler["x"] = sampler["x"].to(device)
+        sampler["memory"] = _latents_to(sampler["memory"], shape, device)
+        denoised = state["denoised"]
+        if denoised is not None:
+            denoised = denoised.to(device)
+        state = {**state, "sampler": sampler, "model": Live(model), "denoised": denoised}
         return self.swap(state, inputs)
 
     # -- hot swapping ---------------------------------------------------------------
