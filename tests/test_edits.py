@@ -64,11 +64,13 @@ def test_hot_input_of_the_running_node(registry, tmp_path) -> None:
 
 
 def test_finished_upstream_edit_reaching_a_running_node_is_refused(registry, tmp_path) -> None:
-    state = edit_suspended(paused(registry, tmp_path), "1", "seed", 7, registry)
-    result = resume(registry, state, tmp_path)
-    assert result.status == RunStatus.FAILED
-    assert isinstance(result.error, InputNotHotSwappable)
-    assert result.error.extra_info["input_name"] == "grid"
+    """Refused when edited, naming the mid-run node's cold input, not when resumed."""
+    state = paused(registry, tmp_path)
+    with pytest.raises(InputNotHotSwappable) as refused:
+        edit_suspended(state, "1", "seed", 7, registry)
+    assert refused.value.extra_info["input_name"] == "grid"
+    assert refused.value.extra_info["node_id"] == "2"
+    assert refused.value.extra_info["edited"] == "1.seed"
 
 
 def test_pending_node_takes_the_new_value(registry, tmp_path) -> None:

@@ -114,6 +114,41 @@ class CountSteps:
         return state["total"], state["trace"]
 
 
+class Ticker:
+    """Steppable with a pace: each step sleeps ``delay`` and adds ``gain * i`` to the
+    total. ``steps``, ``delay`` and ``gain`` are hot (they change between steps, through
+    ``resume`` for a suspended run); ``start`` is not."""
+
+    def start(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"i": 0, "start": inputs["start"], "steps": inputs["steps"],
+                "delay": inputs["delay"], "gain": inputs["gain"], "total": inputs["start"],
+                "trace": []}  # fmt: skip
+
+    def step(self, state: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(state["delay"])
+        i = state["i"] + 1
+        gain = state["gain"]
+        return {**state, "i": i, "total": state["total"] + gain * i,
+                "trace": [*state["trace"], gain]}  # fmt: skip
+
+    def done(self, state: dict[str, Any]) -> bool:
+        return state["i"] >= state["steps"]
+
+    def total_steps(self, state: dict[str, Any]) -> int:
+        return state["steps"]
+
+    def resume(self, state: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+        from midrun.core.errors import InputNotHotSwappable
+
+        if inputs["start"] != state["start"]:
+            raise InputNotHotSwappable("start", "the total already includes it")
+        return {**state, "steps": inputs["steps"], "delay": inputs["delay"],
+                "gain": inputs["gain"]}  # fmt: skip
+
+    def finish(self, state: dict[str, Any]) -> tuple[int, list[int]]:
+        return state["total"], state["trace"]
+
+
 def test_types() -> list[NodeType]:
     return [
         NodeType(
@@ -170,6 +205,17 @@ def test_types() -> list[NodeType]:
             ),
             (OutputSpec(INT, "total"), OutputSpec("LIST", "trace")),
             CountSteps(),
+        ),
+        NodeType(
+            "Ticker",
+            (
+                InputSpec("start", INT),
+                InputSpec("steps", INT, default=10, min=0, max=100000, hot=True),
+                InputSpec("delay", FLOAT, default=0.01, min=0.0, max=10.0, hot=True),
+                InputSpec("gain", INT, default=1, min=-100, max=100, hot=True),
+            ),
+            (OutputSpec(INT, "total"), OutputSpec("LIST", "trace")),
+            Ticker(),
         ),
         NodeType("Declared", (InputSpec("value", INT),), (OutputSpec(INT),), None),
     ]

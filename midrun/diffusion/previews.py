@@ -122,6 +122,26 @@ class PreviewDecoder:
         raise ValueError(f"cannot decode previews with {method!r}")
 
 
+def decode_current(state: Any) -> bytes | None:
+    """A PNG of a sampler state's current estimate of the final image (``denoised``,
+    decoded by the checkpoint's full VAE): what an aborted generation had reached.
+    None when the state is not a sampler's or its model is not bound."""
+    if not isinstance(state, dict) or state.get("denoised") is None:
+        return None
+    live = state.get("model")
+    model = getattr(live, "value", None)
+    if model is None:
+        return None
+    from midrun.diffusion.images import png_bytes
+    from midrun.diffusion.models import VAEModel
+
+    fam = model.family
+    vae = VAEModel(model.base.components.vae, fam, model.base.placement)
+    with torch.no_grad():
+        image = vae.decode(state["denoised"] / fam.scaling_factor)
+    return png_bytes(image[0])
+
+
 class PreviewHook(Hook):
     """Emits :class:`Preview` objects for steppable nodes whose state has a ``denoised``
     estimate (the samplers), through ``on_preview`` on a worker thread."""

@@ -12,7 +12,7 @@ or return ``Directive.suspend(...)`` to have the run checkpointed and handed bac
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -65,6 +65,9 @@ class ControlPoint:
     outputs: tuple[Any, ...] | None = None
     error: BaseException | None = None
     kind: str = "workflow"  # or "stategraph": the plan kind this point belongs to
+    # At step and before points: encodes the whole run as it stands (a RunState) without
+    # stopping it, for periodic checkpoints. Costs one encode of the plan: call it when due.
+    checkpoint: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from midrun.core.errors import MidrunError, RunStateError
+from midrun.core.errors import InputNotHotSwappable, MidrunError, RunStateError
 from midrun.engine.runstate import RunState
 from midrun.graph.registry import NodeRegistry
 from midrun.graph.validation import validate
@@ -72,13 +72,35 @@ def edit_suspended(
     if node_id not in finished:
         affected = {node_id}
     for in_flight in sorted(affected & set(plan["in_flight"])):
-        impl = registry[prompt[in_flight]["class_type"]].impl
-        if not hasattr(impl, "resume"):
+        class_type = prompt[in_flight]["class_type"]
+        node_type = registry[class_type]
+        if not hasattr(node_type.impl, "resume"):
             raise EditError(
-                f"Node {in_flight} ({prompt[in_flight]['class_type']}) is mid-run and cannot "
-                "take new inputs; abort and run again",
+                f"Node {in_flight} ({class_type}) is mid-run and cannot take new inputs; "
+                "abort and run again",
                 node_id=node_id,
                 input_name=input_name,
+            )
+        # The inputs of the mid-run node that this edit changes: the edited one itself, or
+        # those fed by recomputed upstream nodes. Each must be hot-swappable.
+        changed = (
+            {input_name}
+            if in_flight == node_id
+            else {
+                name
+                for name, link in Workflow.from_api(prompt)[in_flight].links()
+                if link.node_id in affected
+            }
+        )
+        cold = sorted(changed - node_type.hot_inputs)
+        if cold:
+            raise InputNotHotSwappable(
+                cold[0],
+                f"node {in_flight} ({class_type}) is mid-run and takes only "
+                f"{', '.join(sorted(node_type.hot_inputs)) or 'no inputs'} between steps "
+                f"(edit of {node_id}.{input_name}); abort and run again with the new value",
+                node_id=in_flight,
+                edited=f"{node_id}.{input_name}",
             )
     for stale in affected & finished:
         plan["values"][stale] = None  # recompute on resume

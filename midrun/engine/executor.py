@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from midrun.core.errors import MidrunError, NodeExecutionError, RunStateError
@@ -72,11 +73,12 @@ class RunResult:
 class _Run:
     """Per-run mutable state shared by the run's tasks."""
 
-    __slots__ = ("hooks", "kind", "offload", "run_id", "stop")
+    __slots__ = ("hooks", "kind", "offload", "plan", "run_id", "stop")
 
-    def __init__(self, run_id: str, hooks: Sequence[Hook], offload: bool, kind: str) -> None:
-        self.run_id = run_id
-        self.kind = kind
+    def __init__(self, plan: Plan, hooks: Sequence[Hook], offload: bool) -> None:
+        self.plan = plan
+        self.run_id = plan.run_id
+        self.kind = plan.kind
         self.hooks = tuple(hooks)
         self.offload = offload
         self.stop: Directive | None = None
@@ -99,6 +101,15 @@ class _Run:
                 self.stop = directive
                 return directive
         return None
+
+    def checkpoint(self, task: Task | None, step: int = 0, state: Any = None) -> RunState:
+        """The run as it stands, with ``task`` (if given) at ``step``; it keeps running."""
+        encoder = Encoder()
+        try:
+            encoded = self.plan.snapshot(encoder, task, step, state)
+        except UnencodableValue as exc:
+            raise RunStateError(f"Cannot checkpoint the run's state: {exc}") from exc
+        return RunState(self.kind, self.run_id, encoded, encoder.blobs, "checkpoint")
 
     async def event(self, kind: str, **data: Any) -> None:
         """Tell every hook; events are notifications, so a hook that fails here is
@@ -189,7 +200,7 @@ class Executor:
     async def run_plan(self, plan: Plan) -> RunResult:
         """The control loop."""
         started = time.perf_counter()
-        run = _Run(plan.run_id, self.hooks, offload=self.max_concurrency > 1, kind=plan.kind)
+        run = _Run(plan, self.hooks, offload=self.max_concurrency > 1)
         if run.hooks:
             await run.event("started")
             cached = getattr(plan, "cached", None)
@@ -300,7 +311,9 @@ class Executor:
         node_type = task.node_type
         hooks = run.hooks
         if hooks and not task.resuming:
-            directive = await run.point(Position.BEFORE, task)
+            directive = await run.point(
+                Position.BEFORE, task, checkpoint=partial(run.checkpoint, None)
+            )
             if directive is not None:
                 return Outcome(finished=False, directive=directive)
         if node_type.steppable:
@@ -359,6 +372,7 @@ class Executor:
                         step=step,
                         total_steps=totals(state) if totals is not None else None,
                         step_state=state,
+                        checkpoint=partial(run.checkpoint, task, step, state),
                     )
                     if directive is not None:
                         return Outcome(False, directive=directive, step=step, step_state=state)

@@ -47,6 +47,7 @@ class Plan(ABC):
 
     kind: str
     run_id: str
+    in_flight: dict[str, tuple[int, Any]]  # node -> (step, step state) of stopped steppables
 
     @abstractmethod
     async def ready(self, limit: int) -> list[Task]:
@@ -71,3 +72,17 @@ class Plan(ABC):
     @abstractmethod
     def encode(self, encoder: Encoder) -> dict[str, Any]:
         """The plan's state as JSON (binary parts go to ``encoder.blobs``)."""
+
+    def snapshot(
+        self, encoder: Encoder, task: Task | None, step: int, state: Any
+    ) -> dict[str, Any]:
+        """The plan encoded as if the run stopped now, with ``task`` (if given) at
+        ``step``: a checkpoint of a running plan. Tasks running at this moment are saved
+        as not started (they run again from their start on resume: the same result)."""
+        saved = dict(self.in_flight)
+        if task is not None:
+            self.in_flight[task.node_id] = (step, state)
+        try:
+            return self.encode(encoder)
+        finally:
+            self.in_flight = saved

@@ -65,11 +65,26 @@ class NodeSpec:
     def to_api(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "class_type": self.class_type,
-            "inputs": copy.deepcopy(self.inputs),
+            "inputs": copy_json(self.inputs),
         }
         if self.meta:
             entry["_meta"] = dict(self.meta)
         return entry
+
+
+def copy_json(value: Any) -> Any:
+    """A copy of JSON-like data (dicts, lists, tuples of scalars): a workflow's inputs.
+    Several times faster than ``copy.deepcopy``, which every submission pays; anything
+    else is copied with deepcopy."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_json(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(copy_json(v) for v in value)
+    return copy.deepcopy(value)
 
 
 @dataclass(slots=True)
@@ -104,7 +119,7 @@ class Workflow:
             nodes[node_id] = NodeSpec(
                 id=node_id,
                 class_type=class_type if isinstance(class_type, str) else "",
-                inputs=copy.deepcopy(dict(inputs)),
+                inputs={k: copy_json(v) for k, v in inputs.items()},
                 meta=dict(meta) if isinstance(meta, Mapping) else {},
             )
         return cls(nodes)

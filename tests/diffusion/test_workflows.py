@@ -329,10 +329,20 @@ def test_prompt_edit_on_a_paused_run_acts_from_the_next_step(diffusion_registry,
 
 
 def test_editing_the_latent_size_of_a_paused_sampler_is_refused(diffusion_registry) -> None:
+    from midrun.core.errors import InputNotHotSwappable
     from midrun.engine.edits import edit_suspended
 
     paused = run(diffusion_registry, txt2img(steps=6), StopAt("3", Position.STEP, 2))
-    edited = edit_suspended(paused.state, "5", "width", 128, diffusion_registry)
+    with pytest.raises(InputNotHotSwappable) as refused:
+        edit_suspended(paused.state, "5", "width", 128, diffusion_registry)
+    assert refused.value.extra_info["input_name"] == "latent_image"
+    # The sampler's own check stands behind the edit-time one: a state edited by hand
+    # still fails on resume, naming the input.
+    plan = {**paused.state.plan, "values": {**paused.state.plan["values"], "5": None}}
+    plan["workflow"] = {**plan["workflow"], "5": {**plan["workflow"]["5"]}}
+    plan["workflow"]["5"]["inputs"] = {**plan["workflow"]["5"]["inputs"], "width": 128}
+    edited = type(paused.state)(paused.state.kind, paused.state.run_id, plan,
+                                paused.state.blobs)  # fmt: skip
     result = asyncio.run(Executor().resume(edited, diffusion_registry))
     assert result.status == RunStatus.FAILED
     assert result.error.extra_info["input_name"] == "latent_image"
