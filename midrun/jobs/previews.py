@@ -1,0 +1,66 @@
+"""A job's intermediate previews: files in the artifact store, indexed in
+``job_debug_state.intermediate_previews_json`` (step, time, method, file), with retention."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from midrun.jobs.service import Jobs
+
+_EXT = {"image/jpeg": "jpg", "image/webp": "webp", "image/png": "png"}
+
+
+class PreviewRecorder:
+    """Plugs the diffusion layer's PreviewHook into a job: each preview is written as
+    ``jobs/{id}/previews/{node}_{step}.{ext}`` and appended to the job's index."""
+
+    def __init__(self, service: Jobs, job_id: str) -> None:
+        from midrun.diffusion.previews import PreviewHook
+
+        self.service = service
+        self.job_id = job_id
+        self._lock = threading.Lock()
+        self.hook = PreviewHook(self._record, service.preview_settings, service.runtime)
+
+    def _record(self, preview: Any) -> None:
+        ext = _EXT.get(preview.mime, "bin")
+        key = f"jobs/{self.job_id}/previews/{preview.node_id}_{preview.step:05d}.{ext}"
+        self.service.artifacts.put(key, preview.data)
+        entry = {
+            "step": preview.step,
+            "total_steps": preview.total_steps,
+            "node_id": preview.node_id,
+            "time": datetime.fromtimestamp(preview.created, UTC).isoformat(),
+            "method": preview.method,
+            "mime": preview.mime,
+            "width": preview.width,
+            "height": preview.height,
+            "file": key,
+        }
+        with self._lock, self.service.db.begin() as conn:
+            debug = self.service.store.read_debug(conn, self.job_id)
+            index = [e for e in debug["intermediate_previews_json"] if e["file"] != key]
+            self.service.store.update_debug(conn, self.job_id,
+                                            intermediate_previews_json=[*index, entry])  # fmt: skip
+        self.service.bus.emit("preview_saved", job_id=self.job_id, **entry)
+
+    def close(self) -> None:
+        self.hook.close()
+
+    def retain(self) -> None:
+        """On completion keep the last ``previews_keep`` and the final preview (aborted,
+        failed and paused jobs keep everything for inspection: this is not called)."""
+        keep = self.service.settings.previews_keep
+        with self._lock, self.service.db.begin() as conn:
+            index = self.service.store.read_debug(conn, self.job_id)[
+                "intermediate_previews_json"
+            ]
+            kept = index[-keep:] if keep > 0 else index[-1:]
+            for entry in index:
+                if entry not in kept:
+                    self.service.artifacts.delete(entry["file"])
+            self.service.store.update_debug(conn, self.job_id,
+                                            intermediate_previews_json=kept)  # fmt: skip

@@ -1,0 +1,288 @@
+"""Job rows and the SQL that reads and writes them. Every state change goes through
+:meth:`JobStore.transition`, a compare-and-set on the row's version: of two racing
+requests exactly one applies, the other sees the new state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+
+from midrun.jobs.states import JobConflict, JobNotFound, JobState, check_transition
+from midrun.store.database import Database
+from midrun.store.schema import job_debug_state, job_edits, job_events, jobs, now
+
+PRIORITY_ORDER = (jobs.c.priority.desc(), jobs.c.number, jobs.c.queued_at, jobs.c.id)
+
+
+@dataclass(slots=True)
+class Job:
+    """One row of ``jobs``."""
+
+    id: str
+    number: int
+    kind: str
+    workflow: dict[str, Any]
+    state: JobState
+    version: int
+    workflow_id: str | None = None
+    parameters_used: dict[str, Any] | None = None
+    extra_data: dict[str, Any] | None = None
+    batch_id: str | None = None
+    batch_index: int | None = None
+    owner: str | None = None
+    priority: int = 0
+    request: str | None = None
+    request_reason: str | None = None
+    paused_by: str | None = None
+    worker_id: str | None = None
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    stint_started_at: datetime | None = None
+    active_seconds: float = 0.0
+    checkpoint_step: int | None = None
+    progress: dict[str, Any] | None = None
+    outputs: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        return cls.from_mapping(row._mapping)
+
+    @classmethod
+    def from_mapping(cls, data: Any) -> Job:
+        """From a row, or from the values a row was just inserted with."""
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values["state"] = JobState(values["state"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.isoformat() if isinstance(value, datetime) else value
+        out["state"] = self.state.value
+        return out
+
+    def active_time(self, at: datetime | None = None) -> float:
+        """Seconds spent running, excluding queued and paused time."""
+        extra = 0.0
+        if self.state in (JobState.RUNNING, JobState.PAUSING) and self.stint_started_at:
+            extra = ((at or now()) - self.stint_started_at).total_seconds()
+        return self.active_seconds + extra
+
+
+class JobStore:
+    """SQL access for jobs, their debug state, edits and audit events."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- reading -----------------------------------------------------------------------
+
+    def get(self, job_id: str, connection: Connection | None = None) -> Job:
+        query = select(jobs).where(jobs.c.id == job_id)
+        if connection is None:
+            with self.db.read() as conn:
+                row = conn.execute(query).first()
+        else:
+            row = connection.execute(query).first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return Job.from_row(row)
+
+    def lock(self, connection: Connection, job_id: str) -> Job:
+        """Read a job for update (a row lock on PostgreSQL; SQLite holds the write lock)."""
+        query = select(jobs).where(jobs.c.id == job_id)
+        if self.db.dialect == "postgresql":
+            query = query.with_for_update()
+        row = connection.execute(query).first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return Job.from_row(row)
+
+    def list(
+        self,
+        *,
+        states: list[JobState] | None = None,
+        batch_id: str | None = None,
+        owner: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[Job]:
+        query = select(jobs)
+        if states:
+            query = query.where(jobs.c.state.in_([s.value for s in states]))
+        if batch_id is not None:
+            query = query.where(jobs.c.batch_id == batch_id)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        if newest_first:
+            query = query.order_by(jobs.c.queued_at.desc(), jobs.c.number.desc())
+        else:
+            query = query.order_by(*PRIORITY_ORDER)
+        query = query.offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.db.read() as conn:
+            return [Job.from_row(r) for r in conn.execute(query)]
+
+    def debug_state(self, job_id: str) -> dict[str, Any]:
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(job_debug_state).where(job_debug_state.c.job_id == job_id)
+            ).first()
+        if row is None:
+            raise JobNotFound(job_id)
+        data = dict(row._mapping)
+        for key in ("created_at", "updated_at"):
+            data[key] = data[key].isoformat()
+        return data
+
+    def events(self, job_id: str | None = None, *, since_id: int = 0) -> list[dict[str, Any]]:
+        query = select(job_events).where(job_events.c.id > since_id).order_by(job_events.c.id)
+        if job_id is not None:
+            query = query.where(job_events.c.job_id == job_id)
+        with self.db.read() as conn:
+            rows = conn.execute(query).all()
+        return [{**dict(r._mapping), "at": r.at.isoformat()} for r in rows]
+
+    def edits(self, job_id: str, *, status: str | None = None) -> list[dict[str, Any]]:
+        query = select(job_edits).where(job_edits.c.job_id == job_id).order_by(job_edits.c.id)
+        if status is not None:
+            query = query.where(job_edits.c.status == status)
+        with self.db.read() as conn:
+            rows = conn.execute(query).all()
+        return [{**dict(r._mapping), "created_at": r.created_at.isoformat()} for r in rows]
+
+    # -- writing -----------------------------------------------------------------------
+
+    def next_number(self, connection: Connection, *, front: bool = False) -> int:
+        if front:
+            lowest = connection.execute(select(func.min(jobs.c.number))).scalar()
+            return (lowest or 0) - 1
+        highest = connection.execute(select(func.max(jobs.c.number))).scalar()
+        return (highest or 0) + 1
+
+    def insert(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert new queued jobs (with their debug-state rows)."""
+        if not rows:
+            return
+        at = now()
+        for row in rows:
+            row.setdefault("state", JobState.QUEUED.value)
+            row.setdefault("queued_at", at)
+            row.setdefault("version", 1)
+        connection.execute(insert(jobs), rows)
+        connection.execute(
+            insert(job_debug_state),
+            [{"job_id": r["id"], "created_at": at, "updated_at": at} for r in rows],
+        )
+
+    def transition(
+        self,
+        connection: Connection,
+        job: Job,
+        target: JobState | None,
+        **values: Any,
+    ) -> Job:
+        """Compare-and-set: apply ``values`` (and the move to ``target``) if the row still
+        has ``job.version``; otherwise raise :class:`JobConflict` with the current state.
+        Running stretches are added to ``active_seconds`` when a job stops running."""
+        if target is not None and target != job.state:
+            check_transition(job.id, job.state, target)
+            values["state"] = target.value
+            at = now()
+            if target == JobState.RUNNING:
+                values.setdefault("stint_started_at", at)
+                if job.started_at is None:
+                    values.setdefault("started_at", at)
+            elif job.state in (JobState.RUNNING, JobState.PAUSING) and job.stint_started_at:
+                values["active_seconds"] = job.active_time(at)
+                values["stint_started_at"] = None
+            if target.terminal:
+                values.setdefault("finished_at", at)
+                values.setdefault("request", None)
+        values["version"] = job.version + 1
+        result = connection.execute(
+            update(jobs).where(and_(jobs.c.id == job.id, jobs.c.version == job.version)),
+            values,
+        )
+        if result.rowcount != 1:
+            current = self.get(job.id, connection)
+            raise JobConflict(
+                job.id, "update", current.state,
+                f"it changed meanwhile (now {current.state.value})",
+            )
+        merged = {f.name: getattr(job, f.name) for f in fields(job)}
+        merged.update(values)
+        merged["state"] = JobState(merged["state"])
+        return Job(**merged)
+
+    def update_debug(self, connection: Connection, job_id: str, **values: Any) -> None:
+        connection.execute(
+            update(job_debug_state).where(job_debug_state.c.job_id == job_id),
+            {**values, "updated_at": now()},
+        )
+
+    def read_debug(self, connection: Connection, job_id: str) -> dict[str, Any]:
+        row = connection.execute(
+            select(job_debug_state).where(job_debug_state.c.job_id == job_id)
+        ).first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return dict(row._mapping)
+
+    def event(
+        self,
+        connection: Connection,
+        job_id: str | None,
+        kind: str,
+        *,
+        actor: str | None = None,
+        step: int | None = None,
+        node_id: str | None = None,
+        old: Any = None,
+        new: Any = None,
+        **data: Any,
+    ) -> None:
+        """Append to the audit log (the table refuses updates and deletes)."""
+        connection.execute(
+            insert(job_events),
+            {"job_id": job_id, "kind": kind, "actor": actor, "at": now(), "step": step,
+             "node_id": node_id, "old": old, "new": new, "data": data},
+        )
+
+    def claim(self, connection: Connection, worker_id: str) -> Job | None:
+        """Take the first queued job (priority, then queue number) for ``worker_id``.
+        PostgreSQL skips rows other workers have locked; SQLite's write lock serialises."""
+        query = (
+            select(jobs)
+            .where(jobs.c.state == JobState.QUEUED.value)
+            .order_by(*PRIORITY_ORDER)
+            .limit(1)
+        )
+        if self.db.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        row = connection.execute(query).first()
+        if row is None:
+            return None
+        job = Job.from_row(row)
+        return self.transition(connection, job, JobState.RUNNING, worker_id=worker_id)
+
+    def stale_running(self, connection: Connection, live_workers: set[str]) -> list[Job]:
+        """Running or pausing jobs whose worker is not among ``live_workers``."""
+        query = select(jobs).where(
+            jobs.c.state.in_([JobState.RUNNING.value, JobState.PAUSING.value])
+        )
+        if live_workers:
+            query = query.where(
+                or_(jobs.c.worker_id.is_(None), jobs.c.worker_id.not_in(live_workers))
+            )
+        return [Job.from_row(r) for r in connection.execute(query)]
+
+

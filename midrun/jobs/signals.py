@@ -1,0 +1,99 @@
+"""In-process signals: how a control request made in this process reaches a worker at its
+next control point without waiting for the database poll, and how events reach
+subscribers (the server's WebSocket, tests). The database stays the source of truth;
+requests from other processes arrive through the poll (``JobSettings.poll_interval``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+@dataclass(slots=True)
+class JobSignal:
+    """A running job's mailbox: set by control calls, read by its hook."""
+
+    changed: threading.Event = field(default_factory=threading.Event)
+    node_id: str | None = None  # where the job stands (kept by its hook)
+    step: int | None = None
+    total_steps: int | None = None
+
+
+class Signals:
+    """Per-job mailboxes plus a wake-up for idle workers."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, JobSignal] = {}
+        self._lock = threading.Lock()
+        self.work = threading.Condition()
+
+    def open(self, job_id: str) -> JobSignal:
+        with self._lock:
+            signal = self._jobs.get(job_id)
+            if signal is None:
+                signal = self._jobs[job_id] = JobSignal()
+            return signal
+
+    def get(self, job_id: str) -> JobSignal | None:
+        return self._jobs.get(job_id)
+
+    def close(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def poke(self, job_id: str) -> None:
+        """Something changed for ``job_id``: its hook re-reads the row at the next point."""
+        signal = self._jobs.get(job_id)
+        if signal is not None:
+            signal.changed.set()
+
+    def poke_all(self) -> None:
+        for signal in list(self._jobs.values()):
+            signal.changed.set()
+
+    def wake_workers(self, count: int | None = None) -> None:
+        """Wake ``count`` idle workers (all if None): one per new job is enough."""
+        with self.work:
+            if count is None:
+                self.work.notify_all()
+            else:
+                self.work.notify(count)
+
+    def wait_for_work(self, timeout: float) -> None:
+        with self.work:
+            self.work.wait(timeout)
+
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class EventBus:
+    """Fan-out of job events (``{"type": "midrun.paused", "job_id": ..., ...}``) to
+    listeners in this process. Listeners must be quick; they run on the emitter's thread."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def emit(self, kind: str, **data: Any) -> None:
+        event = {"type": f"midrun.{kind}", **data}
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken listener must not break the job
+                log.exception("event listener failed on %s", kind)

@@ -1,0 +1,213 @@
+"""Workers: one per device, each a thread with its own event loop that claims queued jobs
+and runs them. A pool starts them, keeps their heartbeats, and on start recovers the jobs
+of workers that died (a killed process) so they resume from their last checkpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import insert, select, update
+
+from midrun.core.ids import new_id
+from midrun.jobs.execution import Execution
+from midrun.jobs.records import Job
+from midrun.jobs.states import JobState
+from midrun.store.schema import jobs, now, pipeline, workers
+
+if TYPE_CHECKING:
+    from midrun.jobs.service import Jobs
+
+log = logging.getLogger(__name__)
+HOST = socket.gethostname()
+
+
+class Worker:
+    """Claims and runs jobs one at a time on one device."""
+
+    def __init__(self, service: Jobs, device: str = "cpu", worker_id: str | None = None) -> None:
+        self.service = service
+        self.device = device
+        self.id = worker_id or f"{HOST}-{os.getpid()}-{device}-{new_id()[:8]}"
+        self.current: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self.service.db.begin() as conn:
+            conn.execute(insert(workers), {"id": self.id, "host": HOST, "pid": os.getpid(),
+                                           "device": self.device, "started_at": now(),
+                                           "heartbeat_at": now()})  # fmt: skip
+        self._thread = threading.Thread(target=self._main, name=f"midrun-{self.id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop taking jobs; a job in progress is paused so that nothing is lost."""
+        self._stop.set()
+        if self.current is not None:
+            from midrun.jobs.states import JobConflict
+
+            with contextlib.suppress(JobConflict):
+                self.service.pause(self.current, actor="worker shutdown", by="shutdown")
+        self.service.signals.wake_workers()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self.service.db.begin() as conn:
+            conn.execute(update(workers).where(workers.c.id == self.id)
+                         .values(stopped_at=now(), job_id=None))  # fmt: skip
+
+    def _main(self) -> None:
+        asyncio.run(self._loop())
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = await self.run_once()
+            except Exception:
+                log.exception("worker %s failed outside a job", self.id)
+                worked = False
+            if not worked:
+                await asyncio.to_thread(self.service.signals.wait_for_work, 0.2)
+
+    async def run_once(self) -> bool:
+        """Claim one job and run it to its end or pause; False if none was waiting."""
+        job = self.claim()
+        if job is None:
+            return False
+        self.current = job.id
+        self.service.bus.emit("running", job_id=job.id, worker_id=self.id)
+        try:
+            await Execution(self.service, job, self.id).run()
+        finally:
+            self.current = None
+            with self.service.db.begin() as conn:
+                conn.execute(update(workers).where(workers.c.id == self.id).values(job_id=None))
+        return True
+
+    def claim(self) -> Job | None:
+        service = self.service
+        # A lock-free look first: idle workers polling must not queue up for the write
+        # lock that submissions need.
+        with service.db.read() as conn:
+            paused = conn.execute(select(pipeline.c.state)).scalar() != "running"
+            waiting = conn.execute(
+                select(jobs.c.id).where(jobs.c.state == JobState.QUEUED.value).limit(1)
+            ).first()
+        if paused or waiting is None:
+            return None
+        with service.db.begin() as conn:
+            query = select(pipeline.c.state).where(pipeline.c.id == 1)
+            if service.db.dialect == "postgresql":
+                query = query.with_for_update(read=True)  # a pipeline pause waits for us
+            if conn.execute(query).scalar() != "running":
+                return None
+            job = service.store.claim(conn, self.id)
+            if job is None:
+                return None
+            conn.execute(update(workers).where(workers.c.id == self.id).values(job_id=job.id))
+            service.store.event(conn, job.id, "started" if job.checkpoint_step is None
+                                else "continued", worker_id=self.id,
+                                step=job.checkpoint_step)  # fmt: skip
+        return job
+
+
+class WorkerPool:
+    """The workers of one process, their heartbeats, and crash recovery."""
+
+    def __init__(self, service: Jobs, devices: Sequence[str] = ("cpu",)) -> None:
+        self.service = service
+        self.workers = [Worker(service, d) for d in devices]
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def start(self) -> WorkerPool:
+        recover(self.service)
+        for job in self.service.list(states=[JobState.PAUSED]):
+            if job.paused_by == "shutdown":  # paused by a clean stop: carry on
+                self.service.resume(job.id, actor="worker start")
+        for worker in self.workers:
+            worker.start()
+        self._beat = threading.Thread(target=self._heartbeat, name="midrun-heartbeat",
+                                      daemon=True)  # fmt: skip
+        self._beat.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for worker in self.workers:
+            worker.stop()
+        if self._beat is not None:
+            self._beat.join(5)
+
+    def __enter__(self) -> WorkerPool:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _heartbeat(self) -> None:
+        ids = [w.id for w in self.workers]
+        while not self._stop.wait(self.service.settings.heartbeat_seconds):
+            try:
+                with self.service.db.begin() as conn:
+                    conn.execute(update(workers).where(workers.c.id.in_(ids))
+                                 .values(heartbeat_at=now()))  # fmt: skip
+                recover(self.service)
+            except Exception:
+                log.exception("heartbeat failed")
+
+
+def _alive(row: object) -> bool:
+    """A worker is alive if it has not stopped and its heartbeat is recent, and, on this
+    host, its process still exists."""
+    if getattr(row, "stopped_at", None) is not None:
+        return False
+    if getattr(row, "host", None) == HOST:
+        try:
+            os.kill(int(getattr(row, "pid", 0)), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    return True
+
+
+def recover(service: Jobs) -> list[str]:
+    """Requeue the jobs of dead workers. A job that was running resumes from its last
+    checkpoint (or from its start); one that was pausing ends paused if it has a
+    checkpoint to resume from. Returns the recovered job ids."""
+    timeout = timedelta(seconds=service.settings.worker_timeout)
+    recovered: list[str] = []
+    with service.db.begin() as conn:
+        rows = conn.execute(select(workers)).all()
+        live = {
+            r.id for r in rows if _alive(r) and now() - r.heartbeat_at < timeout
+        }
+        for job in service.store.stale_running(conn, live):
+            has_checkpoint = service.artifacts.load_run_state(job.id) is not None
+            if job.request == "abort":
+                target = JobState.ABORTED
+            elif job.state == JobState.PAUSING and has_checkpoint:
+                target = JobState.PAUSED
+            else:
+                target = JobState.QUEUED
+            job = service.store.transition(conn, job, target, worker_id=None, request=None,
+                                           progress={})  # fmt: skip
+            service.store.event(conn, job.id, "recovered", to=target.value,
+                                step=job.checkpoint_step,
+                                from_checkpoint=has_checkpoint)  # fmt: skip
+            recovered.append(job.id)
+        dead = [r.id for r in rows if r.id not in live and r.stopped_at is None]
+        if dead:
+            conn.execute(update(workers).where(workers.c.id.in_(dead))
+                         .values(stopped_at=now(), job_id=None))  # fmt: skip
+    if recovered:
+        service.signals.wake_workers()
+    return recovered

@@ -1,0 +1,72 @@
+"""The global pipeline pause: atomic, quick, and resumed with nothing lost."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from midrun.jobs import pipeline
+from midrun.jobs.states import JobState
+from midrun.jobs.worker import WorkerPool
+from tests.jobs.conftest import result, ticker
+from tests.jobs.test_control import wait_step
+
+
+@pytest.fixture
+def pool2(service):
+    with WorkerPool(service, ["cpu", "cpu"]) as workers:
+        yield workers
+
+
+def test_pipeline_pause_pauses_every_running_job_and_holds_the_queue(service, pool2) -> None:
+    straight = [service.wait(service.submit(ticker(steps=40, gain=g)).id) for g in (1, 2)]
+    running = [service.submit(ticker(steps=40, gain=g)) for g in (1, 2)]
+    pending = service.submit(ticker(steps=2, delay=0, label="pending"))
+    for job in running:
+        wait_step(service, job.id, 3)
+    status = pipeline.pause_pipeline(service, actor="ops")
+    assert status["state"] == "paused"
+    assert sorted(status["paused_jobs"]) == sorted(j.id for j in running)
+    assert set(status["workers_at_pause"].values()) == {j.id for j in running}
+    assert status["pending"] == [pending.id]
+    assert all(service.get(j.id).state == JobState.PAUSED for j in running)
+    late = service.submit(ticker(steps=1, delay=0, label="late"))
+    time.sleep(0.3)
+    assert service.get(late.id).state == JobState.QUEUED  # waits while paused
+    assert service.get(pending.id).state == JobState.QUEUED
+    with pytest.raises(pipeline.PipelineConflict):
+        pipeline.pause_pipeline(service)
+    resumed = pipeline.resume_pipeline(service, actor="ops")
+    assert resumed["state"] == "running"
+    for job, expected in zip(running, straight, strict=True):
+        assert result(service.wait(job.id)) == result(expected)
+    for job in (pending, late):
+        assert service.wait(job.id).state == JobState.COMPLETED
+    kinds = [e["kind"] for e in service.events() if e["job_id"] is None]
+    assert kinds == ["pipeline_paused", "pipeline_resumed"]
+
+
+def test_a_pipeline_pause_that_cannot_complete_pauses_nothing(service, pool2) -> None:
+    stepping = service.submit(ticker(steps=400, delay=0.01))
+    stuck = service.submit({
+        "1": {"class_type": "Slow", "inputs": {"value": 1, "seconds": 1.5}},
+        "2": {"class_type": "Output", "inputs": {"value": ["1", 0]}},
+    })  # fmt: skip
+    wait_step(service, stepping.id, 2)
+    deadline = time.monotonic() + 5
+    while service.get(stuck.id).state != JobState.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with pytest.raises(pipeline.PipelinePauseFailed) as failed:
+        pipeline.pause_pipeline(service, timeout=0.3)
+    assert failed.value.extra_info["jobs"] == [stuck.id]
+    assert pipeline.status(service)["state"] == "running"
+    # The one that did pause was resumed; both finish.
+    assert service.wait(stuck.id).state == JobState.COMPLETED
+    assert service.wait(stepping.id).state == JobState.COMPLETED
+
+
+def test_resume_pipeline_when_running_conflicts(service) -> None:
+    with pytest.raises(pipeline.PipelineConflict):
+        pipeline.resume_pipeline(service)

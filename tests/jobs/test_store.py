@@ -1,0 +1,101 @@
+"""The schema as specified, its migrations, the audit log's append-only rule, artifacts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import inspect, text
+
+from midrun.store.artifacts import ArtifactKeyError, LocalArtifacts
+from midrun.store.database import HEAD, Database, DatabaseError
+from tests.jobs.conftest import ticker
+
+
+def test_migrations_create_every_table_at_the_head_revision(db) -> None:
+    assert db.revision() == HEAD
+    tables = set(inspect(db.engine).get_table_names())
+    assert {"workflows", "batches", "jobs", "job_debug_state", "job_edits", "breakpoints",
+            "job_events", "pipeline", "workers"} <= tables  # fmt: skip
+    db.migrate()  # idempotent
+    assert db.revision() == HEAD
+
+
+def test_job_debug_state_has_the_specified_columns_and_defaults(db, service) -> None:
+    columns = {c["name"]: c for c in inspect(db.engine).get_columns("job_debug_state")}
+    assert list(columns) == ["id", "job_id", "paused_at_step", "modified_params_json",
+                             "intermediate_previews_json", "abort_reason", "created_at",
+                             "updated_at"]  # fmt: skip
+    if db.dialect == "postgresql":
+        assert str(columns["modified_params_json"]["type"]) == "JSONB"
+    unique = inspect(db.engine).get_unique_constraints("job_debug_state")
+    indexes = inspect(db.engine).get_indexes("job_debug_state")
+    assert any(c["column_names"] == ["job_id"] for c in unique) or any(
+        i["column_names"] == ["job_id"] and i["unique"] for i in indexes
+    )
+    job = service.submit(ticker())
+    with db.begin() as conn:
+        # A row inserted with nothing but job_id gets the documented defaults.
+        conn.execute(text("DELETE FROM job_debug_state WHERE job_id = :j"), {"j": job.id})
+        conn.execute(text("INSERT INTO job_debug_state (job_id) VALUES (:j)"), {"j": job.id})
+    state = service.debug_state(job.id)
+    assert state["modified_params_json"] == {} and state["intermediate_previews_json"] == []
+    assert state["paused_at_step"] is None and state["abort_reason"] is None
+
+
+def test_updated_at_is_kept_current(db, service) -> None:
+    job = service.submit(ticker())
+    before = service.debug_state(job.id)["updated_at"]
+    time.sleep(0.05)
+    if db.dialect == "postgresql":  # the trigger, whoever writes the row
+        with db.begin() as conn:
+            conn.execute(text("UPDATE job_debug_state SET paused_at_step = 3 WHERE job_id = :j"),
+                         {"j": job.id})  # fmt: skip
+    else:  # SQLAlchemy's onupdate
+        from sqlalchemy import update
+
+        from midrun.store.schema import job_debug_state
+
+        with db.begin() as conn:
+            conn.execute(update(job_debug_state).where(job_debug_state.c.job_id == job.id)
+                         .values(paused_at_step=3))  # fmt: skip
+    assert service.debug_state(job.id)["updated_at"] > before
+
+
+def test_the_audit_log_is_append_only(db, service) -> None:
+    job = service.submit(ticker())
+    for statement in ("UPDATE job_events SET actor = 'x'", "DELETE FROM job_events"):
+        with pytest.raises(Exception, match="append-only"), db.begin() as conn:
+            conn.execute(text(statement))
+    assert [e["kind"] for e in service.events(job.id)] == ["queued"]
+
+
+def test_unsupported_database_urls_are_refused() -> None:
+    with pytest.raises(DatabaseError, match="Unsupported"):
+        Database("mysql://localhost/x")
+
+
+def test_the_default_database_is_a_sqlite_file_in_the_data_dir(tmp_path) -> None:
+    db = Database.open(data_dir=tmp_path / "data")
+    assert db.dialect == "sqlite" and (tmp_path / "data" / "midrun.db").exists()
+
+
+@pytest.mark.parametrize(
+    "key", ["../escape", "/etc/passwd", "a/../../b", "a//b", "a\\b", "", ".", "a/./b"]
+)
+def test_artifact_keys_cannot_leave_the_store(tmp_path, key) -> None:
+    store = LocalArtifacts(tmp_path / "artifacts")
+    with pytest.raises(ArtifactKeyError):
+        store.put(key, b"x")
+    with pytest.raises(ArtifactKeyError):
+        store.get(key)
+
+
+def test_artifacts_round_trip_and_list(tmp_path) -> None:
+    store = LocalArtifacts(tmp_path)
+    store.put("jobs/a/previews/1.jpg", b"one")
+    store.put("jobs/a/previews/2.jpg", b"two")
+    assert store.get("jobs/a/previews/2.jpg") == b"two"
+    assert store.list("jobs/a") == ["jobs/a/previews/1.jpg", "jobs/a/previews/2.jpg"]
+    store.delete("jobs/a/previews")
+    assert store.list("jobs/a") == []
