@@ -85,10 +85,26 @@ def test_run_stop_and_resume_in_another_process(tmp_path: Path) -> None:
     assert (tmp_path / "b" / "life_00001.txt").read_text().rstrip("\n") == expected[0]
 
 
-def test_demo_pauses_resumes_and_matches(tmp_path: Path) -> None:
+def test_demo_generates_pauses_edits_and_resumes_on_the_shipped_model(tmp_path: Path) -> None:
+    from midrun.demo_model import weights
+
+    assert weights() is not None, "the demo model's weights are package data"
     out = midrun("demo", "--data-dir", str(tmp_path))
     assert out.returncode == 0, out.stderr
+    assert "paused at step 8/20" in out.stderr
+    assert "step 20/20" in out.stderr
+    assert "the checker sees a blue" in out.stderr
     assert "identical to an uninterrupted run: yes" in out.stderr
     assert list((tmp_path / "runs").iterdir())
+    assert list((tmp_path / "output").glob("midrun-demo_*.png"))
+
+
+def test_life_demo_pauses_resumes_and_matches(tmp_path: Path, capsys) -> None:
+    from midrun.cli.demo import run_life_demo
+
+    assert run_life_demo(tmp_path) == 0
+    captured = capsys.readouterr()
+    assert "identical to an uninterrupted run: yes" in captured.err
+    assert list((tmp_path / "runs").iterdir())
     assert (tmp_path / "output" / "life_00001.txt").exists()
-    assert "█" in out.stdout
+    assert "█" in captured.out

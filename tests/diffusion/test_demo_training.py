@@ -22,7 +22,7 @@ from tests.diffusion.conftest import txt2img
 def test_a_short_training_run_gives_a_loadable_model(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "models" / "checkpoints" / "midrun-demo"
     config = train.Config(images=48, vae_steps=3, vae_batch=4, unet_steps=3, unet_batch=8,
-                          log_every=1)  # fmt: skip
+                          decoder_steps=2, decoder_batch=4, log_every=1)  # fmt: skip
     lines: list[str] = []
     metrics = train.train(config, out, log=lines.append)
     assert any(line.startswith("unet 3/3") for line in lines)
@@ -30,6 +30,20 @@ def test_a_short_training_run_gives_a_loadable_model(tmp_path: Path, monkeypatch
     assert card["config"]["seed"] == 0 and card["metrics"] == metrics
     assert card["seconds"] > 0 and card["hardware"]["cpus"]
     assert "training time" in (out / "MODEL_CARD.md").read_text()
+    assert "decoder_recon_loss" in metrics
+
+    # The decoder stage alone, on a trained folder: the decoder moves, the encoder (and so
+    # the latent space the UNet learned) does not, and the card gains a stage.
+    from diffusers import AutoencoderKL
+
+    before = AutoencoderKL.from_pretrained(out / "vae")
+    train.finetune_folder(out, train.Config(images=48, decoder_steps=2, decoder_batch=4),
+                          lines.append)  # fmt: skip
+    after = AutoencoderKL.from_pretrained(out / "vae")
+    assert torch.equal(before.encoder.conv_in.weight, after.encoder.conv_in.weight)
+    assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)
+    card = json.loads((out / "card.json").read_text())
+    assert len(card["stages"]) == 2 and card["config"]["decoder_steps"] == 2
     runtime = DiffusionRuntime.create(tmp_path / "models", device="cpu",
                                       output_dir=tmp_path / "out")  # fmt: skip
     loaded = runtime.checkpoint("midrun-demo")
