@@ -8,7 +8,9 @@
 * global_pause_ms: ``pause_pipeline()`` with 4 jobs running on 4 workers, until every one
   is paused (worst of the trials).
 * edit_apply_ms: a cfg edit on a running job -> applied at the next control point.
-* enqueue_per_s: validated txt2img submissions per second (one transaction each).
+* enqueue_per_s: validated txt2img submissions per second (one transaction each), from
+  one client; enqueue_concurrent_per_s: the same from 8 client threads (PostgreSQL commits
+  concurrent transactions together, so its fsync-bound single-client rate rises).
 
     python bench/control_latency.py --json [--database postgresql://...]
 """
@@ -130,6 +132,15 @@ def main() -> None:
         for _ in range(args.enqueue):
             service.submit(workflow)
         enqueue = args.enqueue / (time.perf_counter() - start)
+        clients = [threading.Thread(target=lambda: [service.submit(workflow)
+                                                    for _ in range(args.enqueue // 8)])
+                   for _ in range(8)]  # fmt: skip
+        start = time.perf_counter()
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+        enqueue_concurrent = 8 * (args.enqueue // 8) / (time.perf_counter() - start)
         for job in service.list(states=[JobState.QUEUED]):
             service.abort(job.id, "bench")
         pipeline.resume_pipeline(service)
@@ -141,6 +152,7 @@ def main() -> None:
         global_pause_ms=round(max(globals_) * ms, 1),
         edit_apply_ms=round(statistics.median(edits) * ms, 1),
         enqueue_per_s=round(enqueue),
+        enqueue_concurrent_per_s=round(enqueue_concurrent),
         step_ms=round(statistics.median(steps) * ms, 1),
         database=db.dialect,
         trials=args.trials,

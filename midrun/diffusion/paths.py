@@ -30,6 +30,8 @@ class ModelPaths:
         #: Models that ship with midrun (kind -> name -> path), listed after the folders'
         #: own files; a file of the same name in a folder wins.
         self.builtin = {kind: dict(entries) for kind, entries in (builtin or {}).items()}
+        #: kind -> (names, the mtime of every folder scanned; None for a missing one)
+        self._listed: dict[str, tuple[list[str], dict[str, int | None]]] = {}
 
     @classmethod
     def from_dir(
@@ -49,9 +51,15 @@ class ModelPaths:
 
     def names(self, kind: str) -> list[str]:
         """Model names of ``kind``: files with a weights suffix, and for checkpoints also
-        diffusers folders (a directory with ``model_index.json``)."""
+        diffusers folders (a directory with ``model_index.json``). Listings are cached
+        until a scanned folder's mtime changes (every validation asks for them)."""
+        cached = self._listed.get(kind)
+        if cached is not None and all(_mtime(d) == m for d, m in cached[1].items()):
+            return list(cached[0])
         found: dict[str, None] = {}
+        seen: dict[str, int | None] = {}
         for folder in self.folders.get(kind, []):
+            seen[str(folder)] = _mtime(str(folder))
             if not folder.is_dir():
                 continue
             visited: set[str] = set()
@@ -62,6 +70,7 @@ class ModelPaths:
                     dirs[:] = []
                     continue
                 visited.add(real)
+                seen[root] = _mtime(root)
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 if kind == "checkpoints" and (here / "model_index.json").is_file():
                     found.setdefault(here.relative_to(folder).as_posix(), None)
@@ -72,6 +81,7 @@ class ModelPaths:
                         found.setdefault((here / name).relative_to(folder).as_posix(), None)
         for name in self.builtin.get(kind, {}):
             found.setdefault(name, None)
+        self._listed[kind] = (list(found), seen)
         return list(found)
 
     def find(self, kind: str, name: str) -> Path:
@@ -88,6 +98,13 @@ class ModelPaths:
             return self.builtin[kind][name]
         where = ", ".join(str(f) for f in self.folders.get(kind, [])) or "(no folder configured)"
         raise ModelNotFound(f"{kind} {name!r} not found in {where}", kind=kind, name=name)
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 def read_extra_model_paths(path: str | Path) -> dict[str, list[Path]]:

@@ -224,6 +224,22 @@ def test_extra_model_paths_yaml(models, tmp_path: Path) -> None:
         (models.models_dir / "loras" / "linked").unlink()
 
 
+def test_model_listings_follow_changes_in_any_scanned_folder(tmp_path: Path) -> None:
+    # Listings are cached by folder mtimes: adding, nesting and removing files shows at once.
+    loras = tmp_path / "loras"
+    paths = ModelPaths({"loras": [loras]})
+    assert paths.names("loras") == []
+    loras.mkdir()
+    (loras / "a.safetensors").write_bytes(b"")
+    assert paths.names("loras") == ["a.safetensors"]
+    (loras / "styles").mkdir()
+    assert paths.names("loras") == ["a.safetensors"]
+    (loras / "styles" / "b.safetensors").write_bytes(b"")
+    assert paths.names("loras") == ["a.safetensors", "styles/b.safetensors"]
+    (loras / "a.safetensors").unlink()
+    assert paths.names("loras") == ["styles/b.safetensors"]
+
+
 def test_model_cache_lru_under_budget() -> None:
     cache = ModelCache(budget_bytes=250)
     loads: list[str] = []
