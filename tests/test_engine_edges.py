@@ -215,7 +215,7 @@ async def test_a_hook_failing_on_an_event_does_not_break_the_run(
     )
     result = await Executor(hooks=[BrokenEvents(), listener]).run(workflow, registry)
     assert result.ok
-    assert listener.events == ["started", "completed"]
+    assert listener.events == ["started", "executed", "executed", "completed"]
 
 
 async def test_a_failing_node_stops_its_running_siblings() -> None:

@@ -44,6 +44,6 @@ class ProgressPrinter(Hook):
     async def on_event(self, event: RunEvent) -> None:
         if event.kind == "cached":
             self._line(f"cached: {', '.join(event.data['nodes'])}")
-        elif event.kind != "started":
+        elif event.kind not in ("started", "executed"):
             reason = event.data.get("reason")
             self._line(f"run {event.kind}" + (f": {reason}" if reason else ""))

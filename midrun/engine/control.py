@@ -72,7 +72,8 @@ class ControlPoint:
 
 @dataclass(frozen=True, slots=True)
 class RunEvent:
-    """A run-level event: ``started``, ``cached``, ``completed``, ``suspended``,
+    """A run-level event: ``started``, ``cached``, ``executed`` (a node finished and its
+    results are recorded; ``ui`` holds what it shows), ``completed``, ``suspended``,
     ``aborted`` or ``failed``; ``data`` carries ids, reasons and errors."""
 
     kind: str

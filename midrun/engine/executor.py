@@ -245,6 +245,9 @@ class Executor:
                     try:
                         if outcome.finished:
                             plan.complete(task, outcome.outputs, outcome.ui)
+                            if run.hooks:
+                                await run.event("executed", node_id=task.node_id,
+                                                class_type=task.class_type, ui=outcome.ui)
                         else:
                             plan.stopped(task, outcome)
                     except MidrunError as exc:

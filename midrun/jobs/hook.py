@@ -42,6 +42,9 @@ class JobHook(Hook):
             self._steps_since_checkpoint += 1
             self.service.bus.emit("progress", job_id=self.job_id, node_id=point.node_id,
                                   step=point.step, total_steps=point.total_steps)  # fmt: skip
+        elif point.position == Position.BEFORE:
+            self.service.bus.emit("node_started", job_id=self.job_id, node_id=point.node_id,
+                                  class_type=point.class_type)  # fmt: skip
         if clock - self._last_progress >= self.settings.progress_interval:
             self._last_progress = clock
             self._write_progress(point)
@@ -58,6 +61,10 @@ class JobHook(Hook):
     async def on_event(self, event: RunEvent) -> None:
         if event.kind == "started":
             self.service.bus.emit("started", job_id=self.job_id)
+        elif event.kind == "cached":
+            self.service.bus.emit("cached", job_id=self.job_id, nodes=event.data["nodes"])
+        elif event.kind == "executed":
+            self.service.bus.emit("node_executed", job_id=self.job_id, **event.data)
 
     def _read_requests(self) -> Directive | None:
         with self.service.db.read() as conn:

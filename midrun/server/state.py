@@ -1,0 +1,83 @@
+"""The server's parts, built once from a :class:`ServerConfig`: the database, the node
+registry (with the diffusion runtime when torch is installed), the job service, the
+workers, the users and the event hub. Routes reach them as ``request.app.state.server``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from midrun.jobs.service import Jobs
+from midrun.jobs.settings import JobSettings
+from midrun.jobs.worker import WorkerPool
+from midrun.nodes import builtin_registry
+from midrun.server.auth import Users
+from midrun.server.config import ServerConfig
+from midrun.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    def __init__(self, config: ServerConfig, *, settings: JobSettings | None = None,
+                 graphs: dict[str, Any] | None = None, runtime: Any = None) -> None:  # fmt: skip
+        from midrun.server.hub import Hub
+
+        self.config = config
+        for folder in (config.data_dir, config.output_dir, config.upload_dir, config.temp_dir,
+                       config.user_dir):  # fmt: skip
+            folder.mkdir(parents=True, exist_ok=True)
+        self.models_dir = config.models_dir or config.data_dir / "models"
+        self.db = Database.open(config.database_url, data_dir=config.data_dir)
+        self.runtime = runtime if runtime is not None else self._runtime()
+        registry = builtin_registry(self.models_dir, config.upload_dir)
+        if self.runtime is not None:
+            from midrun.nodes.comfy_impl import attach
+
+            registry = attach(registry, self.runtime)
+        self.registry = registry
+        preview_settings = None
+        if self.runtime is not None:
+            from midrun.diffusion.previews import PreviewSettings
+
+            preview_settings = PreviewSettings()
+        self.jobs = Jobs(self.db, registry, data_dir=config.data_dir,
+                         output_dir=config.output_dir, settings=settings, graphs=graphs,
+                         runtime=self.runtime, preview_settings=preview_settings)  # fmt: skip
+        self.users = Users(config.data_dir / "auth" / "users.json")
+        self.hub = Hub(self)
+        devices = self._devices()
+        self.pool = WorkerPool(self.jobs, devices) if config.workers else None
+
+    def _runtime(self) -> Any:
+        try:
+            from midrun.diffusion.runtime import DiffusionRuntime
+        except ImportError:  # torch is an extra: StateGraph jobs still run
+            log.info("torch is not installed: generation nodes are declared but cannot run")
+            return None
+        device = self.config.devices[0] if self.config.devices else "auto"
+        return DiffusionRuntime.create(self.models_dir, device=device,
+                                       output_dir=self.config.output_dir,
+                                       input_dir=self.config.upload_dir)  # fmt: skip
+
+    def _devices(self) -> list[str]:
+        if self.runtime is not None:
+            label = str(getattr(self.runtime.placement, "device", "cpu"))
+            return [label if d == "auto" else d for d in self.config.devices]
+        return ["cpu" if d == "auto" else d for d in self.config.devices]
+
+    @property
+    def models_path(self) -> Path:
+        return self.models_dir
+
+    async def start(self) -> None:
+        await self.hub.start()
+        if self.pool is not None:
+            self.pool.start()
+
+    async def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
+        await self.hub.stop()
+        self.db.dispose()
