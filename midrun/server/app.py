@@ -72,8 +72,8 @@ class _TooLarge(Exception):
 async def _too_large(send: Send, limit: int) -> None:
     import json
 
-    body = json.dumps({"error": {"type": "payload_too_large",
-                                 "message": f"Request bodies are limited to {limit} bytes"}})  # fmt: skip
+    message = f"Request bodies are limited to {limit} bytes"
+    body = json.dumps({"error": {"type": "payload_too_large", "message": message}})
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json")]})  # fmt: skip
     await send({"type": "http.response.body", "body": body.encode()})
@@ -102,7 +102,7 @@ def create_app(server: Server) -> Starlette:
     middleware = [
         Middleware(BodyLimit, limit=config.max_body_bytes),
         Middleware(AuthMiddleware, users=server.users, required=config.requires_auth,
-                   open_prefixes=OPEN_PREFIXES),  # fmt: skip
+                   open_prefixes=OPEN_PREFIXES),
     ]
     if config.cors_origins:
         middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),

@@ -70,7 +70,8 @@ class Users:
     def create(self, name: str, role: str = "creator") -> str:
         """Add (or re-key) a user; returns the new token, shown once."""
         if not NAME.match(name):
-            raise HTTPError(400, "invalid_user", "User names are 1-64 letters, digits, '_', '.' or '-'")
+            raise HTTPError(400, "invalid_user",
+                            "User names are 1-64 letters, digits, '_', '.' or '-'")
         if role not in ROLES:
             raise HTTPError(400, "invalid_role", f"Role must be one of {', '.join(ROLES)}")
         token = "mr_" + secrets.token_urlsafe(32)
@@ -165,7 +166,8 @@ def current_user(conn: HTTPConnection) -> User:
 def require_admin(conn: HTTPConnection) -> User:
     user = current_user(conn)
     if not user.admin:
-        raise HTTPError(403, "forbidden", f"Only an admin may do this; {user.name} is a {user.role}")
+        raise HTTPError(403, "forbidden",
+                        f"Only an admin may do this; {user.name} is a {user.role}")
     return user
 
 

@@ -69,7 +69,8 @@ class ServerConfig:
         if ENV_PREFIX + "DEVICES" in env:
             values["devices"] = tuple(env[ENV_PREFIX + "DEVICES"].split(","))
         if ENV_PREFIX + "CORS_ORIGINS" in env:
-            values["cors_origins"] = tuple(o for o in env[ENV_PREFIX + "CORS_ORIGINS"].split(",") if o)
+            origins = env[ENV_PREFIX + "CORS_ORIGINS"].split(",")
+            values["cors_origins"] = tuple(o for o in origins if o)
         values.update({k: v for k, v in overrides.items() if v is not None})
         for name in ("data_dir", "models_dir", "input_dir", "frontend_dir"):
             if isinstance(values.get(name), str):

@@ -71,6 +71,6 @@ async def json_body(request: Request, *, default: Any = ..., expect: type | None
     except (ValueError, UnicodeDecodeError) as exc:
         raise HTTPError(400, "invalid_json", f"The body is not valid JSON: {exc}") from exc
     if expect is not None and not isinstance(data, expect):
-        raise HTTPError(400, "invalid_json",
-                        f"The body must be a JSON {'object' if expect is dict else expect.__name__}")  # fmt: skip
+        kind = "object" if expect is dict else expect.__name__
+        raise HTTPError(400, "invalid_json", f"The body must be a JSON {kind}")
     return data
