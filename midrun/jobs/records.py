@@ -4,6 +4,9 @@ requests exactly one applies, the other sees the new state."""
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -13,6 +16,10 @@ from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from midrun.jobs.states import JobConflict, JobNotFound, JobState, check_transition
 from midrun.store.database import Database
 from midrun.store.schema import job_debug_state, job_edits, job_events, jobs, now
+
+#: Written into every audit event's data, so a process tailing the log (the server's event
+#: relay) can tell events it published itself from those of workers elsewhere.
+ORIGIN = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 PRIORITY_ORDER = (jobs.c.priority.desc(), jobs.c.number, jobs.c.queued_at, jobs.c.id)
 
@@ -47,6 +54,7 @@ class Job:
     progress: dict[str, Any] | None = None
     outputs: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
+    hidden_at: datetime | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -130,6 +138,17 @@ class JobStore:
             query = query.limit(limit)
         with self.db.read() as conn:
             return [Job.from_row(r) for r in conn.execute(query)]
+
+    def count(self, *, states: list[JobState] | None = None) -> int:
+        query = select(func.count()).select_from(jobs)
+        if states:
+            query = query.where(jobs.c.state.in_([s.value for s in states]))
+        with self.db.read() as conn:
+            return int(conn.execute(query).scalar() or 0)
+
+    def last_event_id(self) -> int:
+        with self.db.read() as conn:
+            return int(conn.execute(select(func.max(job_events.c.id))).scalar() or 0)
 
     def debug_state(self, job_id: str) -> dict[str, Any]:
         with self.db.read() as conn:
@@ -254,7 +273,7 @@ class JobStore:
         connection.execute(
             insert(job_events),
             {"job_id": job_id, "kind": kind, "actor": actor, "at": now(), "step": step,
-             "node_id": node_id, "old": old, "new": new, "data": data},
+             "node_id": node_id, "old": old, "new": new, "data": {**data, "origin": ORIGIN}},
         )
 
     def claim(self, connection: Connection, worker_id: str) -> Job | None:

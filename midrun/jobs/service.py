@@ -66,14 +66,17 @@ class Jobs:
 
     # -- submitting --------------------------------------------------------------------
 
-    def check_workflow(self, workflow: Mapping[str, Any]) -> dict[str, Any]:
+    def check_workflow(
+        self, workflow: Mapping[str, Any], targets: list[str] | None = None
+    ) -> dict[str, Any]:
         """Validate an API-format workflow; the coerced document, or
-        :class:`WorkflowInvalidError` with ComfyUI's node_errors."""
+        :class:`WorkflowInvalidError` with ComfyUI's node_errors. With ``targets`` (output
+        node ids), only those outputs and what they need are kept."""
         try:
             parsed = Workflow.from_api(dict(workflow))
         except MidrunError as exc:
             raise WorkflowInvalidError(str(exc), node_errors={}) from exc
-        checked = validate(parsed, self.registry)
+        checked = validate(parsed, self.registry, targets)
         if not checked.ok:
             error = checked.error
             invalid = WorkflowInvalidError(
@@ -85,7 +88,11 @@ class Jobs:
             if error is not None:
                 invalid.type = error.type
             raise invalid
-        return checked.workflow.to_api()
+        document = checked.workflow.to_api()
+        if targets:
+            keep = set(checked.workflow.ancestors(list(checked.outputs)))
+            document = {n: d for n, d in document.items() if n in keep}
+        return document
 
     def job_row(
         self,
@@ -100,10 +107,11 @@ class Jobs:
         workflow_id: str | None = None,
         batch_id: str | None = None,
         batch_index: int | None = None,
+        targets: list[str] | None = None,
     ) -> dict[str, Any]:
         job_id = check_key(job_id) if job_id else new_id()
         if kind == "workflow":
-            document = self.check_workflow(workflow)
+            document = self.check_workflow(workflow, targets)
         else:
             graph = workflow.get("graph")
             if graph not in self.graphs:

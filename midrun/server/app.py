@@ -80,10 +80,11 @@ async def _too_large(send: Send, limit: int) -> None:
 
 
 def create_app(server: Server) -> Starlette:
-    from midrun.server import comfy, control, files, frontend, userdata
+    from midrun.server import comfy, control, events, files, frontend, userdata
 
     routes: list[BaseRoute] = [
         *comfy.routes(),
+        *events.routes(),
         *files.routes(),
         *userdata.routes(),
         *control.routes(),

@@ -69,7 +69,7 @@ class Users:
 
     def create(self, name: str, role: str = "creator") -> str:
         """Add (or re-key) a user; returns the new token, shown once."""
-        if not NAME.match(name):
+        if not NAME.match(name) or set(name) == {"."}:
             raise HTTPError(400, "invalid_user",
                             "User names are 1-64 letters, digits, '_', '.' or '-'")
         if role not in ROLES:

@@ -1,9 +1,452 @@
-"""(being written)"""
+"""ComfyUI's file and catalogue routes: ``/view``, ``/upload/image``, ``/upload/mask``,
+the model listings, and the small lists the frontend asks for at start-up (extensions,
+templates, embeddings, i18n, subgraphs, node replacements, folder paths).
+
+Every file a request names is resolved (links followed) and must stay inside its base
+folder (output, input or temp)."""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import hashlib
+import io
+import json
+import mimetypes
+import os
+import re
+import tempfile
+import threading
+import weakref
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from midrun.diffusion.paths import KINDS, WEIGHT_SUFFIXES, ModelPaths
+from midrun.server.app import both
+from midrun.server.errors import HTTPError
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+WEB_DIR = Path(__file__).resolve().parent / "web"
+EXAMPLES_DIR = PACKAGE_DIR / "examples"
+TEMPLATE_MODULE = "midrun"
+TEMPLATE_NAME = re.compile(r"^[a-zA-Z0-9_.-]+$")
+FILE_TYPES = ("output", "input", "temp")
+#: Types a browser could run or render as a page: sent as downloads, never inline.
+UNSAFE_TYPES = ("text/html", "application/xhtml+xml", "text/javascript", "application/javascript",
+                "application/ecmascript", "text/css", "image/svg+xml", "text/xml",
+                "application/xml")  # fmt: skip
+ANNOTATION = re.compile(r"^(?P<name>.*) \[(?P<type>output|input|temp)\]$")
+
+_upload_lock = threading.Lock()
+
+
+def _server(request: Request) -> Any:
+    return request.app.state.server
+
+
+def base_dir(request: Request, file_type: str) -> Path:
+    config = _server(request).config
+    folders = {"output": config.output_dir, "input": config.upload_dir, "temp": config.temp_dir}
+    if file_type not in folders:
+        raise HTTPError(
+            400, "invalid_type", f"type must be one of {', '.join(FILE_TYPES)}, not {file_type!r}"
+        )
+    folder = Path(folders[file_type])
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.resolve()
+
+
+def _unsafe_part(value: str) -> bool:
+    parts = value.replace("\\", "/").split("/")
+    return "\0" in value or value.startswith("/") or os.path.isabs(value) or ".." in parts
+
+
+def inside(base: Path, *parts: str) -> Path | None:
+    """``base/parts...`` with links resolved, or None when that leaves ``base``."""
+    target = base.joinpath(*parts).resolve()
+    return target if target.is_relative_to(base) else None
+
+
+def _disposition(name: str, *, attachment: bool = False) -> str:
+    safe = "".join(c for c in name if c.isascii() and c.isprintable() and c not in '"\\')
+    value = f'filename="{safe}"'
+    if safe != name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return f"attachment; {value}" if attachment else value
+
+
+# ---------------------------------------------------------------------------------------------
+# /view
+
+
+def split_annotation(name: str) -> tuple[str, str | None]:
+    """``"x.png [input]"`` -> ``("x.png", "input")``."""
+    match = ANNOTATION.match(name)
+    return (match["name"], match["type"]) if match else (name, None)
+
+
+async def view(request: Request) -> Response:
+    query = request.query_params
+    if "filename" not in query:
+        raise HTTPError(404, "not_found", "filename is required")
+    filename, annotated = split_annotation(query["filename"])
+    file_type = annotated or query.get("type", "output") or "output"
+    if not filename or _unsafe_part(filename):
+        raise HTTPError(400, "invalid_filename", f"Invalid filename {filename!r}")
+    base = base_dir(request, file_type)
+    subfolder = query.get("subfolder", "")
+    if "\0" in subfolder:
+        raise HTTPError(400, "invalid_subfolder", "Invalid subfolder")
+    folder = inside(base, subfolder) if subfolder else base
+    path = inside(folder, filename) if folder is not None else None
+    if path is None:
+        raise HTTPError(403, "forbidden", "The file is outside its folder")
+    if not path.is_file():
+        raise HTTPError(404, "not_found", f"{filename} not found")
+    name = path.name
+    preview, channel = query.get("preview"), query.get("channel", "")
+    if preview is not None:
+        fmt, quality = _preview_format(preview, channel)
+        data = await run_in_threadpool(_preview, path, channel, fmt, quality)
+        return _image_response(data, f"image/{fmt}", name)
+    if channel in ("rgb", "a"):
+        data = await run_in_threadpool(_channel_png, path, channel)
+        return _image_response(data, "image/png", name)
+    media = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    headers = {"X-Content-Type-Options": "nosniff"}
+    if media in UNSAFE_TYPES:
+        media = "application/octet-stream"
+        headers["Content-Disposition"] = _disposition(name, attachment=True)
+    else:
+        headers["Content-Disposition"] = _disposition(name)
+    return FileResponse(path, media_type=media, headers=headers)
+
+
+def _image_response(data: bytes, media: str, name: str) -> Response:
+    headers = {"Content-Disposition": _disposition(name), "X-Content-Type-Options": "nosniff"}
+    return Response(data, media_type=media, headers=headers)
+
+
+def _preview_format(preview: str, channel: str) -> tuple[str, int]:
+    parts = preview.split(";")
+    fmt = parts[0] if parts[0] in ("webp", "jpeg") else "webp"
+    if "a" in channel:
+        fmt = "webp"  # an explicit alpha channel: JPEG has none
+    quality = int(parts[-1]) if parts[-1].isdigit() else 90
+    return fmt, max(1, min(quality, 100))
+
+
+def _open_image(path: Path) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise HTTPError(
+            400, "invalid_image", f"{path.name} is not an image Pillow can read"
+        ) from exc
+    return image
+
+
+def _with_channel(image: Any, channel: str) -> Any:
+    from PIL import Image
+
+    if channel == "rgb":
+        return image.convert("RGB")
+    if channel == "a":
+        rgba = image.convert("RGBA")
+        alpha_only = Image.new("RGBA", rgba.size, (0, 0, 0, 0))
+        alpha_only.putalpha(rgba.getchannel("A"))
+        return alpha_only
+    return image
+
+
+def _preview(path: Path, channel: str, fmt: str, quality: int) -> bytes:
+    image = _with_channel(_open_image(path), channel)
+    if fmt == "jpeg":
+        image = image.convert("RGB")
+    elif image.mode not in ("RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in
+                              image.info else "RGB")  # fmt: skip
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt.upper(), quality=quality)
+    return buffer.getvalue()
+
+
+def _channel_png(path: Path, channel: str) -> bytes:
+    buffer = io.BytesIO()
+    _with_channel(_open_image(path), channel).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# /upload/image and /upload/mask
+
+
+async def upload_image(request: Request) -> JSONResponse:
+    async with request.form() as form:  # closes the spooled upload afterwards
+        image, file_type, subfolder, overwrite = _upload_fields(form)
+        base = base_dir(request, file_type)
+        data = await image.read()
+    name = await run_in_threadpool(save_upload, base, subfolder, image.filename or "", data,
+                                   overwrite)  # fmt: skip
+    return JSONResponse({"name": name, "subfolder": subfolder, "type": file_type})
+
+
+async def upload_mask(request: Request) -> JSONResponse:
+    async with request.form() as form:
+        image, file_type, subfolder, overwrite = _upload_fields(form)
+        original = _original_path(request, form.get("original_ref"))
+        base = base_dir(request, file_type)
+        mask = await image.read()
+    data = await run_in_threadpool(apply_mask, original, mask)
+    name = await run_in_threadpool(save_upload, base, subfolder, image.filename or "", data,
+                                   overwrite)  # fmt: skip
+    return JSONResponse({"name": name, "subfolder": subfolder, "type": file_type})
+
+
+def _upload_fields(form: Any) -> tuple[UploadFile, str, str, bool]:
+    image = form.get("image")
+    if not isinstance(image, UploadFile) or not image.filename:
+        raise HTTPError(400, "invalid_upload", "The form needs a file field 'image' with a name")
+    file_type = _text_field(form, "type") or "input"
+    subfolder = _text_field(form, "subfolder")
+    overwrite = _text_field(form, "overwrite").lower() in ("true", "1")
+    bad_name = Path(image.filename).name in ("", ".") or image.filename.endswith("/")
+    if bad_name or _unsafe_part(image.filename) or (subfolder and _unsafe_part(subfolder)):
+        raise HTTPError(400, "invalid_path", "The file name and subfolder must stay in the folder")
+    return image, file_type, subfolder, overwrite
+
+
+def _text_field(form: Any, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def _digest_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def numbered(name: str, n: int) -> str:
+    stem, ext = os.path.splitext(name)
+    return f"{stem} ({n}){ext}"
+
+
+def save_upload(base: Path, subfolder: str, filename: str, data: bytes, overwrite: bool) -> str:
+    """Store ``data`` as ``filename`` in ``base/subfolder``; returns the name used. Without
+    ``overwrite`` an existing file with the same bytes is reused and a different one gets
+    the next free ``name (n).ext``."""
+    folder = inside(base, subfolder) if subfolder else base
+    if folder is None or inside(folder, filename) is None:
+        raise HTTPError(400, "invalid_path", "The file name and subfolder must stay in the folder")
+    digest = hashlib.sha256(data).hexdigest()
+    with _upload_lock:
+        name, n = filename, 0
+        while not overwrite:
+            path = inside(folder, name)
+            if path is None:
+                raise HTTPError(400, "invalid_path", "The file name must stay in the folder")
+            if not path.exists():
+                break
+            if path.is_file() and _digest_file(path) == digest:
+                return name  # the same bytes are there already
+            n += 1
+            name = numbered(filename, n)
+        path = inside(folder, name)
+        if path is None or path.is_dir():
+            raise HTTPError(400, "invalid_path", f"Cannot write {name!r} there")
+        _atomic_write(path, data)
+    return name
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _original_path(request: Request, raw: Any) -> Path:
+    """The image a mask applies to, from the form's ``original_ref`` JSON."""
+    try:
+        ref = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        ref = None
+    if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
+        raise HTTPError(400, "invalid_original_ref",
+                        "original_ref must be JSON like {\"filename\": ..., \"subfolder\": ..., "
+                        "\"type\": ...}")  # fmt: skip
+    filename, annotated = split_annotation(ref["filename"])
+    subfolder = ref.get("subfolder") or ""
+    if not filename or _unsafe_part(filename) or not isinstance(subfolder, str):
+        raise HTTPError(400, "invalid_original_ref", "original_ref names an invalid file")
+    base = base_dir(request, annotated or str(ref.get("type") or "output"))
+    folder = inside(base, subfolder) if subfolder else base
+    path = inside(folder, filename) if folder is not None else None
+    if path is None:
+        raise HTTPError(403, "forbidden", "original_ref is outside its folder")
+    if not path.is_file():
+        raise HTTPError(404, "not_found", f"The original image {filename} was not found")
+    return path
+
+
+def apply_mask(original: Path, mask: bytes) -> bytes:
+    """The original image with the mask's alpha channel, as PNG (text chunks kept)."""
+    from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+    image = _open_image(original)
+    try:
+        with Image.open(io.BytesIO(mask)) as uploaded:
+            alpha = uploaded.convert("RGBA").getchannel("A")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise HTTPError(400, "invalid_image", "The mask is not an image") from exc
+    if alpha.size != image.size:
+        raise HTTPError(400, "invalid_mask", f"The mask is {alpha.size[0]}x{alpha.size[1]}, "
+                        f"the image {image.size[0]}x{image.size[1]}")  # fmt: skip
+    info = PngImagePlugin.PngInfo()
+    for key, value in getattr(image, "text", {}).items():
+        info.add_text(key, value)
+    result = image.convert("RGBA")
+    result.putalpha(alpha)
+    buffer = io.BytesIO()
+    result.save(buffer, format="PNG", pnginfo=info, compress_level=4)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+_paths: weakref.WeakKeyDictionary[Any, ModelPaths] = weakref.WeakKeyDictionary()
+
+
+def model_paths(request: Request) -> ModelPaths:
+    server = _server(request)
+    if server.runtime is not None and getattr(server.runtime, "paths", None) is not None:
+        return server.runtime.paths
+    if server not in _paths:
+        _paths[server] = ModelPaths.from_dir(server.models_dir)
+    return _paths[server]
+
+
+def _kind(request: Request) -> str:
+    folder = request.path_params["folder"]
+    if folder not in KINDS:
+        raise HTTPError(404, "not_found", f"No model folder {folder!r}")
+    return folder
+
+
+async def list_kinds(request: Request) -> JSONResponse:
+    return JSONResponse(list(KINDS))
+
+
+async def list_models(request: Request) -> JSONResponse:
+    kind = _kind(request)
+    return JSONResponse(await run_in_threadpool(model_paths(request).names, kind))
+
+
+async def experiment_kinds(request: Request) -> JSONResponse:
+    paths = model_paths(request)
+    return JSONResponse([{"name": kind, "folders": [str(f) for f in paths.folders.get(kind, [])],
+                          "extensions": sorted(WEIGHT_SUFFIXES)} for kind in KINDS])  # fmt: skip
+
+
+async def experiment_models(request: Request) -> JSONResponse:
+    kind = _kind(request)
+    return JSONResponse(await run_in_threadpool(_model_entries, model_paths(request), kind))
+
+
+def _model_entries(paths: ModelPaths, kind: str) -> list[dict[str, Any]]:
+    """Each model with the index of the folder that holds it (built-in models, which live
+    in no folder, get the index after the last folder)."""
+    folders = paths.folders.get(kind, [])
+    entries = []
+    for name in paths.names(kind):
+        index = next((i for i, f in enumerate(folders) if (f / name).exists()), None)
+        path = folders[index] / name if index is not None else paths.builtin[kind][name]
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        entries.append({"name": name, "pathIndex": len(folders) if index is None else index,
+                        "modified": st.st_mtime, "created": st.st_ctime,
+                        "size": st.st_size if path.is_file() else 0})  # fmt: skip
+    return entries
+
+
+async def folder_paths(request: Request) -> JSONResponse:
+    paths = model_paths(request)
+    return JSONResponse({kind: [str(f) for f in paths.folders.get(kind, [])] for kind in KINDS})
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up lists
+
+
+async def embeddings(request: Request) -> JSONResponse:
+    return JSONResponse([])  # midrun has no textual-inversion embeddings
+
+
+async def empty_dict(request: Request) -> JSONResponse:
+    return JSONResponse({})
+
+
+async def extensions(request: Request) -> JSONResponse:
+    if not WEB_DIR.is_dir():
+        return JSONResponse([])
+    scripts = sorted(p.relative_to(WEB_DIR).as_posix() for p in WEB_DIR.rglob("*.js")
+                     if p.is_file())  # fmt: skip
+    return JSONResponse([f"/extensions/midrun/{quote(s)}" for s in scripts])
+
+
+async def workflow_templates(request: Request) -> JSONResponse:
+    names = sorted(p.stem for p in EXAMPLES_DIR.glob("*.json") if p.is_file())
+    return JSONResponse({TEMPLATE_MODULE: names})
+
+
+async def workflow_template(request: Request) -> Response:
+    module, name = request.path_params["module"], request.path_params["name"]
+    if module != TEMPLATE_MODULE or not TEMPLATE_NAME.match(name):
+        raise HTTPError(404, "not_found", f"No workflow template {module}/{name}")
+    examples = EXAMPLES_DIR.resolve()
+    path = inside(examples, f"{name}.json")
+    if path is None or path.parent != examples or not path.is_file():
+        raise HTTPError(404, "not_found", f"No workflow template {module}/{name}")
+    return FileResponse(path, media_type="application/json")
 
 
 def routes() -> list[BaseRoute]:
-    return []
+    return [
+        *both("/view", view),
+        *both("/upload/image", upload_image, ["POST"]),
+        *both("/upload/mask", upload_mask, ["POST"]),
+        *both("/models", list_kinds),
+        *both("/models/{folder}", list_models),
+        *both("/experiment/models", experiment_kinds),
+        *both("/experiment/models/{folder}", experiment_models),
+        *both("/embeddings", embeddings),
+        *both("/i18n", empty_dict),
+        *both("/extensions", extensions),
+        *both("/workflow_templates", workflow_templates),
+        *both("/workflow_templates/{module}/{name}.json", workflow_template),
+        *both("/node_replacements", empty_dict),
+        *both("/global_subgraphs", empty_dict),
+        Route("/internal/folder_paths", folder_paths),  # /internal is bare only in ComfyUI
+    ]

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from midrun.core.errors import MidrunError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0001"
+HEAD = "0002"
 
 
 class DatabaseError(MidrunError):

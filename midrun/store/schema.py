@@ -120,6 +120,7 @@ jobs = Table(
     Column("progress", Json, nullable=False, server_default=text("'{}'")),
     Column("outputs", Json, nullable=False, server_default=text("'{}'")),
     Column("error", Json, nullable=True),
+    Column("hidden_at", UTCDateTime(), nullable=True),  # left the history listing (0002)
 )
 Index("ix_jobs_queue", jobs.c.state, jobs.c.priority, jobs.c.number)
 Index("ix_jobs_number", jobs.c.number)

@@ -1,0 +1,348 @@
+"""Breakpoints on jobs, and stepping a paused job.
+
+A breakpoint belongs to a saved workflow (every job of it) or to one job. It is a row of
+``breakpoints`` whose ``spec`` is the debugger's JSON form
+(:class:`midrun.debug.breakpoints.Breakpoint`): a node, where on it (``before`` the node
+starts, ``after`` it finishes, or at sampler ``step`` k), an optional condition in the
+safe expression language, and optionally a log message, which makes it a logpoint (it
+reports and never pauses). ``enabled`` lives in its own column.
+
+A running job's hook (:class:`JobBreakpoints`) holds the enabled breakpoints of its job and
+workflow, reloads them when it polls its row, and matches them at each control point.
+
+Stepping: :func:`request_step` resumes a paused job with a one-shot stop request stored on
+its row (``request = "step_over" | "step_into" | "step_out"``); the hook of the run that
+continues it takes the request at its first point and stops at the matching point
+(``paused_by = "step"``):
+
+* ``over``: the next node's start (its ``before`` point);
+* ``into``: the next control point of any kind, a sampler step included;
+* ``out``: the end of the node the job stopped in (its ``after`` point).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, delete, insert, or_, select, update
+
+from midrun.core.errors import MidrunError
+from midrun.core.ids import new_id
+from midrun.debug.breakpoints import Breakpoint, BreakpointError, BreakpointSet
+from midrun.debug.controller import condition_names, point_state
+from midrun.engine.control import ControlPoint, Position
+from midrun.jobs.records import Job
+from midrun.jobs.states import JobConflict, JobState
+from midrun.store.schema import breakpoints, now
+
+if TYPE_CHECKING:
+    from midrun.jobs.service import Jobs
+
+STEP_MODES = ("over", "into", "out")
+STEP_REQUEST = "step_"  # prefix of a step request on a job row
+FIELDS = ("node_id", "position", "step", "condition", "log", "enabled")
+POSITIONS = ("before", "after", "step")
+
+
+class BreakpointNotFound(MidrunError):
+    type = "breakpoint_not_found"
+
+
+# -- the stored form -------------------------------------------------------------------
+
+
+def parse_spec(data: Mapping[str, Any]) -> Breakpoint:
+    """A breakpoint from its API form ``{node_id, position?, step?, condition?, log?,
+    enabled?}``; :class:`BreakpointError` says what is wrong with it. ``position`` is
+    ``step`` when a step is named; ``step`` without one means every step (with a
+    condition such as ``step >= 10``)."""
+    if not isinstance(data, Mapping):
+        raise BreakpointError("A breakpoint is a JSON object with at least a node_id")
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise BreakpointError(f"Unknown breakpoint fields {unknown}; allowed: {list(FIELDS)}")
+    node_id = data.get("node_id")
+    if not isinstance(node_id, str) or not node_id:
+        raise BreakpointError("A breakpoint needs node_id: the id of a node (a string)")
+    step = _optional(data, "step", int, "an integer >= 1 (the sampler step to stop at)")
+    condition = _optional(data, "condition", str, "an expression such as 'step >= 10'")
+    log = _optional(data, "log", str, "a message such as 'seed is {seed}'")
+    enabled = _optional(data, "enabled", bool, "true or false")
+    position = _optional(data, "position", str, f"one of {', '.join(POSITIONS)}")
+    if position is None:
+        position = "step" if step is not None else "before"
+    if position not in POSITIONS:
+        raise BreakpointError(f"position {position!r} is not one of {', '.join(POSITIONS)}")
+    if step is not None and position != "step":
+        raise BreakpointError(f"step needs position 'step', not {position!r}", field="step")
+    every = 1 if position == "step" and step is None else None  # every step (a condition)
+    return Breakpoint.create(
+        node_id=node_id, position=position, step=step, every=every,
+        condition=condition or None, log_message=log,
+        enabled=True if enabled is None else enabled, id=new_id(),
+    )  # fmt: skip
+
+
+def _optional(data: Mapping[str, Any], name: str, kind: type, what: str) -> Any:
+    value = data.get(name)
+    if value is None:
+        return None
+    wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+    if wrong:
+        raise BreakpointError(f"{name} must be {what}, got {value!r}", field=name)
+    return value
+
+
+def public(row: Any) -> dict[str, Any]:
+    """A stored breakpoint as the API shows it."""
+    spec = row.spec or {}
+    return {
+        "id": row.id,
+        "job_id": row.job_id,
+        "workflow_id": row.workflow_id,
+        "node_id": spec.get("node_id"),
+        "position": spec.get("position"),
+        "step": spec.get("step"),
+        "condition": spec.get("condition"),
+        "log": spec.get("log_message"),
+        "enabled": bool(row.enabled),
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+    }
+
+
+def _stored(row: Any) -> Breakpoint:
+    bp = Breakpoint.from_json({**row.spec, "id": row.id})
+    bp.enabled = bool(row.enabled)
+    return bp
+
+
+# -- CRUD --------------------------------------------------------------------------------
+
+
+def create(
+    service: Jobs,
+    data: Mapping[str, Any],
+    *,
+    job_id: str | None = None,
+    workflow_id: str | None = None,
+    actor: str | None = None,
+) -> dict[str, Any]:
+    """Store a breakpoint on one job or on every job of a saved workflow."""
+    if (job_id is None) == (workflow_id is None):
+        raise BreakpointError("A breakpoint belongs to exactly one job or one workflow")
+    bp = parse_spec(data)
+    nodes = _nodes_of(service, job_id, workflow_id)
+    if nodes is not None and bp.node_id not in nodes:
+        where = f"job {job_id}" if job_id else f"workflow {workflow_id}"
+        raise BreakpointError(
+            f"No node {bp.node_id!r} in {where}; its nodes are {', '.join(sorted(nodes))}",
+            node_id=bp.node_id,
+        )
+    bp.workflow_id, bp.run_id = workflow_id, job_id
+    with service.db.begin() as conn:
+        conn.execute(insert(breakpoints), {
+            "id": bp.id, "workflow_id": workflow_id, "job_id": job_id, "spec": bp.to_json(),
+            "enabled": bp.enabled, "created_at": now()})  # fmt: skip
+        service.store.event(conn, job_id, "breakpoint_set", actor=actor, node_id=bp.node_id,
+                            breakpoint_id=bp.id, workflow_id=workflow_id)  # fmt: skip
+        row = _row(conn, bp.id)
+    _poke(service, job_id)
+    return public(row)
+
+
+def _nodes_of(service: Jobs, job_id: str | None, workflow_id: str | None) -> set[str] | None:
+    """The node ids a breakpoint may name (None: not known, a state graph job)."""
+    if job_id is not None:
+        job = service.get(job_id)
+        return set(job.workflow) if job.kind == "workflow" else None
+    from midrun.jobs.workflows import get_workflow
+
+    return set(get_workflow(service, str(workflow_id))["workflow"])
+
+
+def _row(conn: Connection, bp_id: str) -> Any:
+    row = conn.execute(select(breakpoints).where(breakpoints.c.id == bp_id)).first()
+    if row is None:
+        raise BreakpointNotFound(f"No breakpoint {bp_id!r}", breakpoint_id=bp_id)
+    return row
+
+
+def get(service: Jobs, bp_id: str) -> dict[str, Any]:
+    with service.db.read() as conn:
+        return public(_row(conn, bp_id))
+
+
+def list_breakpoints(
+    service: Jobs, *, job_id: str | None = None, workflow_id: str | None = None
+) -> list[dict[str, Any]]:
+    """A job's own breakpoints, or a workflow's."""
+    query = select(breakpoints).order_by(breakpoints.c.created_at, breakpoints.c.id)
+    if job_id is not None:
+        query = query.where(breakpoints.c.job_id == job_id)
+    if workflow_id is not None:
+        query = query.where(breakpoints.c.workflow_id == workflow_id)
+    with service.db.read() as conn:
+        return [public(r) for r in conn.execute(query)]
+
+
+def set_enabled(
+    service: Jobs, bp_id: str, enabled: bool, *, actor: str | None = None
+) -> dict[str, Any]:
+    with service.db.begin() as conn:
+        row = _row(conn, bp_id)
+        spec = {**row.spec, "enabled": enabled}
+        conn.execute(update(breakpoints).where(breakpoints.c.id == bp_id)
+                     .values(enabled=enabled, spec=spec))  # fmt: skip
+        service.store.event(conn, row.job_id, "breakpoint_enabled" if enabled
+                            else "breakpoint_disabled", actor=actor, breakpoint_id=bp_id,
+                            node_id=spec.get("node_id"))  # fmt: skip
+        row = _row(conn, bp_id)
+    _poke(service, row.job_id)
+    return public(row)
+
+
+def remove(service: Jobs, bp_id: str, *, actor: str | None = None) -> dict[str, Any]:
+    with service.db.begin() as conn:
+        row = _row(conn, bp_id)
+        conn.execute(delete(breakpoints).where(breakpoints.c.id == bp_id))
+        service.store.event(conn, row.job_id, "breakpoint_removed", actor=actor,
+                            breakpoint_id=bp_id, node_id=row.spec.get("node_id"))  # fmt: skip
+    _poke(service, row.job_id)
+    return public(row)
+
+
+def _poke(service: Jobs, job_id: str | None) -> None:
+    """Running jobs of this process reload their breakpoints at their next point."""
+    if job_id is None:
+        service.signals.poke_all()
+    else:
+        service.signals.poke(job_id)
+
+
+def active(conn: Connection, job_id: str, workflow_id: str | None) -> list[Breakpoint]:
+    """The enabled breakpoints that apply to a job: its own and its workflow's."""
+    scope = breakpoints.c.job_id == job_id
+    if workflow_id is not None:
+        scope = or_(scope, breakpoints.c.workflow_id == workflow_id)
+    query = select(breakpoints).where(scope, breakpoints.c.enabled.is_(True))
+    return [_stored(r) for r in conn.execute(query.order_by(breakpoints.c.created_at))]
+
+
+# -- matching at a control point ---------------------------------------------------------
+
+_POSITION = {Position.BEFORE: "before", Position.AFTER: "after", Position.STEP: "step"}
+
+
+@dataclass(slots=True)
+class Match:
+    """What a point met: breakpoints that stop the job, logpoints with their messages."""
+
+    hits: list[Breakpoint]
+    logs: list[tuple[Breakpoint, str]]
+
+
+NO_MATCH = Match([], [])
+
+
+class JobBreakpoints:
+    """One running job's breakpoints, indexed by node."""
+
+    def __init__(self) -> None:
+        self.set = BreakpointSet()
+        self._hits: dict[str, int] = {}  # hit counts survive reloads within the run
+
+    def load(self, items: Iterable[Breakpoint]) -> None:
+        self.set.clear()
+        for bp in items:
+            bp.hit_count = self._hits.get(bp.id, 0)
+            self.set.add(bp)
+
+    def __len__(self) -> int:
+        return len(self.set)
+
+    def match(self, point: ControlPoint) -> Match:
+        position = _POSITION.get(point.position)
+        if position is None:
+            return NO_MATCH
+        candidates = self.set.candidates(point.node_id)
+        if not candidates:
+            return NO_MATCH
+        found = Match([], [])
+        names: dict[str, Any] | None = None
+        for bp in candidates:
+            if not bp.enabled or not bp.position_matches(position, point.step):
+                continue
+            if names is None:
+                names = condition_names(point, point_state(point))
+            fired = bp.check(names, point.run_id)
+            self._hits[bp.id] = bp.hit_count
+            if not fired:
+                continue
+            if bp.is_logpoint:
+                found.logs.append((bp, bp.message(names)))
+            else:
+                found.hits.append(bp)
+        return found
+
+
+# -- stepping ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Stepping:
+    """A one-shot stop: ``mode`` from where the job stood (``node_id`` at ``position``)."""
+
+    mode: str
+    node_id: str | None = None
+    position: str | None = None
+
+    def stops_at(self, point: ControlPoint) -> bool:
+        if point.position == Position.ERROR:
+            return False
+        if self.mode == "into":
+            return True
+        if self.mode == "out" and self.node_id is not None and self.position != "after":
+            return point.node_id == self.node_id and point.position == Position.AFTER
+        return point.position == Position.BEFORE  # over (and out of a finished node)
+
+
+def check_mode(mode: Any) -> str:
+    if mode not in STEP_MODES:
+        raise BreakpointError(f"Step mode {mode!r} is not one of {', '.join(STEP_MODES)}",
+                              field="mode")  # fmt: skip
+    return str(mode)
+
+
+def request_step(
+    service: Jobs, job_id: str, mode: str, *, actor: str | None = None,
+    front: bool | None = None,
+) -> Job:  # fmt: skip
+    """Resume a paused job so that it stops again at the next point ``mode`` names."""
+    mode = check_mode(mode)
+    front = service.settings.resume_first if front is None else front
+    with service.db.begin() as conn:
+        job = service.store.lock(conn, job_id)
+        if job.state != JobState.PAUSED:
+            raise JobConflict(job_id, f"step {mode}", job.state,
+                              "" if job.state != JobState.RUNNING else
+                              "it is running; pause it (or let a breakpoint stop it) first")
+        values: dict[str, Any] = {"paused_by": None, "request": STEP_REQUEST + mode}
+        if front:
+            values["number"] = service.store.next_number(conn, front=True)
+        job = service.store.transition(conn, job, JobState.QUEUED, **values)
+        pending = len(service.store_edits(conn, job_id, "pending"))
+        service.store.event(conn, job_id, "resumed", actor=actor, front=bool(front),
+                            pending_edits=pending, step_mode=mode)  # fmt: skip
+    service.bus.emit("resumed", job_id=job_id, step_mode=mode)
+    service.signals.wake_workers()
+    return job
+
+
+def step_mode_of(request: str | None) -> str | None:
+    """The step mode a job row's ``request`` carries, if any."""
+    if request and request.startswith(STEP_REQUEST):
+        mode = request[len(STEP_REQUEST):]
+        return mode if mode in STEP_MODES else None
+    return None

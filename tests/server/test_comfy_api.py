@@ -1,0 +1,262 @@
+"""ComfyUI's API on a live midrun server: prompts over HTTP, their run over the WebSocket
+(messages in ComfyUI's order, previews in both binary formats, executed images), the
+queue, interrupts, history and the jobs listing the frontend reads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from tests.server.conftest import LiveServer, txt2img, wait_for
+
+
+async def _connect(live: LiveServer, client_id: str, metadata: bool) -> Any:
+    ws = await websockets.connect(f"{live.ws_url}/ws?clientId={client_id}")
+    hello = json.loads(await ws.recv())
+    assert hello["type"] == "status" and hello["data"]["sid"] == client_id
+    flags = {"supports_preview_metadata": metadata}
+    await ws.send(json.dumps({"type": "feature_flags", "data": flags}))
+    reply = json.loads(await ws.recv())
+    assert reply["type"] == "feature_flags"
+    assert reply["data"]["supports_preview_metadata"] is True
+    return ws
+
+
+async def _until_done(ws: Any, prompt_id: str, timeout: float = 60) -> list[Any]:
+    """Every message up to ``executing`` with node null for ``prompt_id``."""
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        raw = await asyncio.wait_for(ws.recv(), deadline - time.monotonic())
+        if isinstance(raw, bytes):
+            messages.append(raw)
+            continue
+        message = json.loads(raw)
+        messages.append(message)
+        data = message["data"]
+        if message["type"] == "executing" and data.get("node") is None \
+                and data.get("prompt_id") == prompt_id:  # fmt: skip
+            return messages
+    raise AssertionError("the run did not finish")
+
+
+def _types(messages: list[Any]) -> list[str]:
+    return [m["type"] if isinstance(m, dict) else "binary" for m in messages]
+
+
+async def _run_one(live: LiveServer, metadata: bool) -> tuple[str, list[Any]]:
+    client_id = uuid.uuid4().hex
+    ws = await _connect(live, client_id, metadata)
+    try:
+        async with httpx.AsyncClient(base_url=live.url) as http:
+            reply = await http.post("/prompt", json={"prompt": txt2img(steps=3),
+                                                     "client_id": client_id})  # fmt: skip
+            assert reply.status_code == 200, reply.text
+            body = reply.json()
+            assert body["node_errors"] == {} and isinstance(body["number"], int)
+            return body["prompt_id"], await _until_done(ws, body["prompt_id"])
+    finally:
+        await ws.close()
+
+
+def test_a_prompt_runs_with_comfyui_messages_in_order(live: LiveServer) -> None:
+    prompt_id, messages = asyncio.run(_run_one(live, metadata=True))
+    types = _types(messages)
+    order = ["execution_start", "executing", "progress", "executed", "execution_success"]
+    positions = [types.index(t) for t in order]
+    assert positions == sorted(positions), types
+    assert types[-1] == "executing"
+    text = [m for m in messages if isinstance(m, dict)]
+    comfy = [m for m in text if m["type"] not in ("status", "feature_flags")
+             and not m["type"].startswith("midrun.")]  # fmt: skip
+    assert all(m["data"].get("prompt_id") == prompt_id for m in comfy)
+    progress = [m["data"] for m in text if m["type"] == "progress"]
+    assert [(p["value"], p["max"], p["node"]) for p in progress] == [(1, 3, "3"), (2, 3, "3"),
+                                                                     (3, 3, "3")]  # fmt: skip
+    running = [m["data"]["nodes"] for m in text if m["type"] == "progress_state"]
+    assert any(n.get("3", {}).get("state") == "running" for n in running)
+    assert running[-1]["9"]["state"] == "finished"
+    executing = [m["data"]["node"] for m in text if m["type"] == "executing"]
+    assert executing[:-1] and "3" in executing and executing[-1] is None
+    executed = next(m["data"] for m in text if m["type"] == "executed")
+    image = executed["output"]["images"][0]
+    assert executed["node"] == "9" and image["type"] == "output"
+    assert (live.server.config.output_dir / image["subfolder"] / image["filename"]).is_file()
+    # Type-4 previews: metadata JSON naming the prompt and node, then a JPEG.
+    frames = [m for m in messages if isinstance(m, bytes)]
+    assert frames
+    kind, size = struct.unpack(">II", frames[0][:8])
+    assert kind == 4
+    meta = json.loads(frames[0][8:8 + size])
+    assert meta["prompt_id"] == prompt_id and meta["node_id"] == "3"
+    assert meta["display_node_id"] == "3" and meta["image_type"] == "image/jpeg"
+    assert frames[0][8 + size:8 + size + 2] == b"\xff\xd8"
+
+
+def test_clients_without_preview_metadata_get_legacy_previews(live: LiveServer) -> None:
+    _, messages = asyncio.run(_run_one(live, metadata=False))
+    frames = [m for m in messages if isinstance(m, bytes)]
+    assert frames
+    kind, image_format = struct.unpack(">II", frames[0][:8])
+    assert (kind, image_format) == (1, 1)  # PREVIEW_IMAGE, JPEG
+    assert frames[0][8:10] == b"\xff\xd8"
+
+
+def test_history_and_jobs_listing(live: LiveServer, http: httpx.Client) -> None:
+    prompt_id, _ = asyncio.run(_run_one(live, metadata=True))
+    entry = http.get(f"/history/{prompt_id}").json()[prompt_id]
+    _number, pid, prompt, extra, outputs = entry["prompt"]
+    assert pid == prompt_id and prompt["3"]["class_type"] == "KSampler" and outputs == ["9"]
+    assert "create_time" in extra and entry["status"]["status_str"] == "success"
+    assert entry["status"]["completed"] is True
+    assert [m[0] for m in entry["status"]["messages"]] == ["execution_start", "execution_success"]
+    assert entry["outputs"]["9"]["images"][0]["filename"].endswith(".png")
+    assert http.get("/api/history/" + prompt_id).json() == http.get("/history/" + prompt_id).json()
+    assert http.get("/history/" + str(uuid.uuid4())).json() == {}
+    last = http.get("/history", params={"max_items": 1}).json()
+    assert list(last) == [prompt_id]
+
+    listing = http.get("/api/jobs", params={"status": "completed", "limit": 200}).json()
+    assert listing["pagination"]["limit"] == 200
+    job = next(j for j in listing["jobs"] if j["id"] == prompt_id)
+    assert job["status"] == "completed" and isinstance(job["create_time"], int)
+    assert job["outputs_count"] == 1 and job["preview_output"]["nodeId"] == "9"
+    assert job["execution_end_time"] >= job["execution_start_time"]
+    detail = http.get(f"/api/jobs/{prompt_id}").json()
+    assert detail["workflow"]["prompt"]["9"]["class_type"] == "SaveImage"
+    assert detail["outputs"]["9"]["images"][0]["type"] == "output"
+    assert http.get(f"/api/jobs/{uuid.uuid4()}").status_code == 404
+    paged = http.get("/api/jobs", params={"limit": 1, "offset": 0}).json()
+    assert len(paged["jobs"]) == 1 and paged["pagination"]["total"] >= 2
+    assert paged["pagination"]["has_more"] is True
+
+    # Clearing history hides entries from the listing; the job itself stays readable.
+    assert http.post("/history", json={"delete": [prompt_id]}).status_code == 200
+    assert prompt_id not in http.get("/history").json()
+    assert http.get(f"/api/jobs/{prompt_id}").status_code == 200
+
+
+@pytest.mark.parametrize("query, message", [
+    ({"status": "done"}, "Invalid status value(s): done"),
+    ({"limit": "0"}, "limit must be a positive integer"),
+    ({"limit": "x"}, "limit must be an integer"),
+    ({"sort_by": "name"}, "sort_by"),
+    ({"sort_order": "up"}, "sort_order"),
+])  # fmt: skip
+def test_jobs_listing_refuses_bad_queries(http: httpx.Client, query: dict, message: str) -> None:
+    reply = http.get("/api/jobs", params=query)
+    assert reply.status_code == 400 and message in reply.json()["error"]
+
+
+def test_prompt_errors_are_comfyui_shaped(http: httpx.Client) -> None:
+    no_prompt = http.post("/prompt", json={"client_id": "x"})
+    assert no_prompt.status_code == 400
+    assert no_prompt.json()["error"]["type"] == "no_prompt"
+    bad_id = http.post("/prompt", json={"prompt": txt2img(), "prompt_id": "not-a-uuid"})
+    assert bad_id.json()["error"]["type"] == "invalid_prompt_id"
+    unknown = http.post("/prompt", json={"prompt": {"1": {"class_type": "Nope", "inputs": {}}}})
+    assert unknown.status_code == 400 and unknown.json()["node_errors"]["1"]["class_type"] == "Nope"
+    workflow = txt2img()
+    workflow["3"]["inputs"]["steps"] = "many"
+    wrong = http.post("/prompt", json={"prompt": workflow})
+    assert wrong.status_code == 400
+    errors = wrong.json()["node_errors"]["3"]["errors"]
+    assert errors[0]["extra_info"]["input_name"] == "steps"
+    malformed = http.post("/prompt", content=b"{not json",
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert malformed.status_code == 400 and malformed.json()["error"]["type"] == "invalid_json"
+    chosen = str(uuid.uuid4())
+    ok = http.post("/api/prompt", json={"prompt": txt2img(steps=1), "prompt_id": chosen})
+    assert ok.status_code == 200 and ok.json()["prompt_id"] == chosen
+
+
+def test_queue_delete_and_interrupt(live: LiveServer, http: httpx.Client) -> None:
+    jobs = live.server.jobs
+    first = http.post("/prompt", json={"prompt": txt2img(steps=2000, seed=5)}).json()["prompt_id"]
+    wait_for(lambda: jobs.get(first).state.value == "running")
+    second = http.post("/prompt", json={"prompt": txt2img(steps=5, seed=6)}).json()["prompt_id"]
+    queue = http.get("/queue").json()
+    assert [item[1] for item in queue["queue_running"]] == [first]
+    assert second in [item[1] for item in queue["queue_pending"]]
+    assert http.get("/prompt").json()["exec_info"]["queue_remaining"] >= 2
+    assert http.post("/queue", json={"delete": [second]}).status_code == 200
+    assert second not in [item[1] for item in http.get("/queue").json()["queue_pending"]]
+    assert jobs.get(second).state.value == "aborted"
+
+    assert http.post("/interrupt", json={"prompt_id": str(uuid.uuid4())}).status_code == 200
+    assert jobs.get(first).state.value == "running"  # another prompt's id: nothing happens
+    assert http.post("/interrupt", json={"prompt_id": first}).status_code == 200
+    wait_for(lambda: jobs.get(first).state.value == "aborted")
+    entry = http.get(f"/history/{first}").json()[first]
+    assert entry["status"]["status_str"] == "error"
+    assert entry["status"]["messages"][-1][0] == "execution_interrupted"
+    cancelled = http.get("/api/jobs", params={"status": "cancelled"}).json()["jobs"]
+    assert first in [j["id"] for j in cancelled]
+    assert http.post(f"/api/jobs/{first}/cancel").json() == {"cancelled": False}
+    bad = http.post("/api/jobs/cancel", json={"job_ids": ["nope"]})
+    assert bad.status_code == 400 and bad.json()["invalid_ids"] == ["nope"]
+
+
+def test_node_definitions_and_system(http: httpx.Client) -> None:
+    info = http.get("/object_info").json()
+    sampler = info["KSampler"]
+    assert sampler["output"] == ["LATENT"] and "seed" in sampler["input"]["required"]
+    assert "tiny_sd15.safetensors" in info["CheckpointLoaderSimple"]["input"]["required"][
+        "ckpt_name"][0]  # fmt: skip
+    assert http.get("/api/object_info/KSampler").json() == {"KSampler": sampler}
+    assert http.get("/object_info/NoSuchNode").json() == {}
+    stats = http.get("/api/system_stats").json()
+    for key in ("os", "python_version", "embedded_python", "comfyui_version", "pytorch_version",
+                "argv", "ram_total", "ram_free"):  # fmt: skip
+        assert key in stats["system"]
+    assert {"name", "type", "index", "vram_total", "vram_free"} <= set(stats["devices"][0])
+    assert http.get("/features").json()["supports_preview_metadata"] is True
+
+
+def test_midrun_events_reach_websocket_and_sse_clients(live: LiveServer) -> None:
+    jobs = live.server.jobs
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        ws = await _connect(live, uuid.uuid4().hex, metadata=True)
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+            job_id = (await http.post("/prompt", json={"prompt": txt2img(steps=400)})).json()[
+                "prompt_id"]  # fmt: skip
+            sse_kinds: list[str] = []
+
+            async def read_sse() -> None:
+                async with http.stream("GET", "/api/events", params={"job_id": job_id}) as s:
+                    async for line in s.aiter_lines():
+                        if line.startswith("event: "):
+                            sse_kinds.append(line[7:])
+                            if line == "event: midrun.aborted":
+                                return
+
+            reader = asyncio.ensure_future(read_sse())
+            await asyncio.to_thread(wait_for, lambda: jobs.get(job_id).progress.get("step"))
+            await asyncio.to_thread(jobs.pause, job_id)
+            await asyncio.to_thread(wait_for, lambda: jobs.get(job_id).state.value == "paused")
+            await asyncio.to_thread(jobs.resume, job_id)
+            await asyncio.to_thread(wait_for, lambda: jobs.get(job_id).state.value == "running")
+            await asyncio.to_thread(jobs.abort, job_id, "enough")
+            await asyncio.wait_for(reader, 30)
+        kinds: list[str] = []
+        while "midrun.aborted" not in kinds:
+            raw = await asyncio.wait_for(ws.recv(), 30)
+            if isinstance(raw, str):
+                kinds.append(json.loads(raw)["type"])
+        await ws.close()
+        return kinds, sse_kinds
+
+    ws_kinds, sse_kinds = asyncio.run(scenario())
+    for kinds in (ws_kinds, sse_kinds):
+        control = [k for k in kinds if k in ("midrun.pausing", "midrun.paused", "midrun.resumed",
+                                             "midrun.aborted")]  # fmt: skip
+        assert control == ["midrun.pausing", "midrun.paused", "midrun.resumed", "midrun.aborted"]
