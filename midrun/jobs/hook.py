@@ -5,7 +5,9 @@ periodic checkpoints. Nothing else in the job system decides when a run stops.
 Where a job stopped is kept in its row's ``progress`` (``held``: why). A run suspended
 before a node starts meets that node's ``before`` point again when it continues; the new
 run's hook knows it from ``progress`` and does not stop there a second time for the
-breakpoint or step that stopped it (a plain pause there still lets its breakpoints fire)."""
+breakpoint or step that stopped it (a plain pause there still lets its breakpoints fire).
+Nodes a continued run recomputes (finished before, values not saved) are replays: their
+points are not where a breakpoint or a step stops."""
 
 from __future__ import annotations
 
@@ -47,6 +49,10 @@ class JobHook(Hook):
         # The node whose before point the run stopped at, and whether its breakpoints
         # were checked there (see the module's docstring).
         self._refire: tuple[str, bool] | None = None
+        # Nodes that had finished when the run was saved: a continued run recomputes the
+        # ones whose values could not be saved (models...). That is not progress: their
+        # points neither stop the job nor log.
+        self._replayed: frozenset[str] = frozenset()
 
     async def on_point(self, point: ControlPoint) -> Directive | None:
         if not self._begun:
@@ -116,6 +122,9 @@ class JobHook(Hook):
         self.workflow_id = job.workflow_id
         progress = job.progress or {}
         held = progress.get("held")
+        saved = service.artifacts.load_run_state(self.job_id)
+        if saved is not None and saved.kind == "workflow":
+            self._replayed = frozenset(saved.plan.get("finished") or ())
         if held and progress.get("position") == Position.BEFORE.value:
             self._refire = (str(progress.get("node")), held in (BREAKPOINT, STEP))
         mode = step_mode_of(job.request)
@@ -133,6 +142,8 @@ class JobHook(Hook):
         self, point: ControlPoint, refire: tuple[str, bool] | None
     ) -> Directive | None:
         """Stop here for a step request or a breakpoint; logpoints only report."""
+        if point.node_id in self._replayed:
+            return None
         stepped = refire is None and self.stepping is not None and self.stepping.stops_at(point)
         match = breakpoints.NO_MATCH
         if len(self.breakpoints) and not (refire is not None and refire[1]):
