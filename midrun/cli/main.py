@@ -178,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """A saved run's folder continues here; a job id is resumed where the job is."""
-    if (Path(args.state_dir) / "run.json").exists():
+    if Path(args.state_dir).is_dir() or "/" in args.state_dir:  # job ids hold no "/"
         return _execute(args, resume=True)
     with _client(args) as client:
         return _show(args, client.resume(args.state_dir, True if args.front else None))

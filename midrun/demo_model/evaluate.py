@@ -4,7 +4,9 @@
   training, 20 euler steps; correct when the checker reads the requested shape and colour;
 * mid-run edit: "red" -> "blue" swapped into the running sampler at step ``--edit-step``
   (and, for the dependence, at other steps); correct when the image reads blue;
-* the median wall time of a 20-step generation (text encoding, sampling, decoding).
+* the median wall time of a 20-step generation (text encoding, sampling, decoding);
+* the VAE ceiling: held-out renders encoded and decoded by the model's VAE, checked the
+  same way (what the diffusion model could score at best through this VAE).
 
     python -m midrun.demo_model.evaluate --model midrun/demo_model/weights --json
 """
@@ -88,6 +90,18 @@ def held_out_accuracy(gen: Generator, count: int, seed: int) -> dict[str, Any]:
             "misses": dict(sorted(misses.items(), key=lambda kv: -kv[1])[:10])}  # fmt: skip
 
 
+def vae_ceiling(gen: Generator, count: int, seed: int) -> dict[str, Any]:
+    from midrun.diffusion.images import from_pil
+
+    correct = 0
+    for spec in shapes.specs(seed, count, held_out=True):
+        pixels, _ = from_pil(shapes.render(spec))
+        latent = gen.nodes["VAEEncode"](pixels, gen.vae)[0]
+        verdict = checker.classify(to_pil(gen.nodes["VAEDecode"](latent, gen.vae)[0][0]))
+        correct += (verdict.shape, verdict.colour) == (spec.shape, spec.colour)
+    return {"images": count, "accuracy": correct / count}
+
+
 def edit_success(gen: Generator, trials: int, edit_steps: list[int], seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     results: dict[str, float] = {}
@@ -123,13 +137,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only-vae", action="store_true", help="just the VAE ceiling")
     args = parser.parse_args(argv)
     gen = Generator(Path(args.model), args.cfg, args.steps)
+    ceiling = vae_ceiling(gen, 200, args.seed)
+    if args.only_vae:
+        print(json.dumps({"vae_ceiling": ceiling}))
+        return 0
     edit_steps = sorted({args.edit_step, *map(int, args.edit_steps.split(","))})
     report = {
         "held_out": held_out_accuracy(gen, args.images, args.seed),
         "edit_red_to_blue": edit_success(gen, args.trials, edit_steps, args.seed),
         "generation_20_steps": timing(gen, 9),
+        "vae_ceiling": ceiling,
         "cfg": args.cfg,
         "sampler": "euler",
         "steps": args.steps,

@@ -44,6 +44,8 @@ STEP_MODES = ("over", "into", "out")
 STEP_REQUEST = "step_"  # prefix of a step request on a job row
 FIELDS = ("node_id", "position", "step", "condition", "log", "enabled")
 POSITIONS = ("before", "after", "step")
+MAX_EXPRESSION = 500  # characters of a condition or log message (they nest: keep them short)
+MAX_STEP = 10**9
 
 
 class BreakpointNotFound(MidrunError):
@@ -75,14 +77,24 @@ def parse_spec(data: Mapping[str, Any]) -> Breakpoint:
         position = "step" if step is not None else "before"
     if position not in POSITIONS:
         raise BreakpointError(f"position {position!r} is not one of {', '.join(POSITIONS)}")
+    for name, text in (("condition", condition), ("log", log)):
+        if text is not None and (len(text) > MAX_EXPRESSION or "\x00" in text):
+            raise BreakpointError(f"{name} is at most {MAX_EXPRESSION} characters, without NUL",
+                                  field=name)  # fmt: skip
+    if step is not None and not 1 <= step <= MAX_STEP:
+        raise BreakpointError(f"step must be >= 1 (and at most {MAX_STEP}), got {step}",
+                              field="step")  # fmt: skip
     if step is not None and position != "step":
         raise BreakpointError(f"step needs position 'step', not {position!r}", field="step")
     every = 1 if position == "step" and step is None else None  # every step (a condition)
-    return Breakpoint.create(
-        node_id=node_id, position=position, step=step, every=every,
-        condition=condition or None, log_message=log,
-        enabled=True if enabled is None else enabled, id=new_id(),
-    )  # fmt: skip
+    try:
+        return Breakpoint.create(
+            node_id=node_id, position=position, step=step, every=every,
+            condition=condition or None, log_message=log,
+            enabled=True if enabled is None else enabled, id=new_id(),
+        )  # fmt: skip
+    except RecursionError:
+        raise BreakpointError("The condition or log message nests too deeply") from None
 
 
 def _optional(data: Mapping[str, Any], name: str, kind: type, what: str) -> Any:

@@ -78,7 +78,26 @@ async def body_of(request: Request, *, default: Any = ...) -> Any:
     if not isinstance(data, dict):
         raise HTTPError(400, "invalid_json",
                         f"The body must be a JSON object, not {type(data).__name__}")
+    if _has_nul(data):
+        raise HTTPError(400, "invalid_json", "Strings in the body must not contain NUL "
+                        "characters (\\u0000)")  # fmt: skip
     return data
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a NUL character hides in a JSON value (PostgreSQL refuses to store one)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 _KINDS: dict[type, str] = {str: "a string", bool: "true or false", int: "an integer",
@@ -720,9 +739,22 @@ def routes() -> list[BaseRoute]:
     """One Route per path, with each of its methods."""
     by_path: dict[str, dict[str, Endpoint]] = {}
     for method, path, endpoint in ROUTES:
-        by_path.setdefault(path, {})[method] = endpoint
+        by_path.setdefault(path, {})[method] = _checked(endpoint)
     return [Route(path, _dispatch(methods), methods=list(methods))
             for path, methods in by_path.items()]  # fmt: skip
+
+
+def _checked(endpoint: Endpoint) -> Endpoint:
+    """Refuses NUL characters in the path and query string (no id or filter has one)."""
+
+    async def checked(request: Request) -> Response:
+        values = [*request.path_params.values(), *request.query_params.values()]
+        if any(isinstance(v, str) and "\x00" in v for v in values):
+            raise HTTPError(400, "invalid_request", "NUL characters are not accepted in the "
+                            "path or the query string")  # fmt: skip
+        return await endpoint(request)
+
+    return checked
 
 
 def _dispatch(methods: dict[str, Endpoint]) -> Endpoint:
