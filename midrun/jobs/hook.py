@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 PAUSE, EDIT = "pause", "edit"
 BREAKPOINT, STEP = "breakpoint", "step"
+# Breakpoint changes made in this process reach a running job at once (its mailbox is
+# poked); those made elsewhere are read this often.
+BREAKPOINT_POLL_S = 1.0
 
 
 class JobHook(Hook):
@@ -38,6 +41,7 @@ class JobHook(Hook):
         self.signal = service.signals.open(job_id)
         self.signal.changed.set()  # read the row at the first point
         self._next_poll = 0.0
+        self._next_breakpoints = 0.0
         self._last_progress = 0.0
         self._last_checkpoint = time.monotonic()
         self._steps_since_checkpoint = 0
@@ -53,6 +57,8 @@ class JobHook(Hook):
         # ones whose values could not be saved (models...). That is not progress: their
         # points neither stop the job nor log.
         self._replayed: frozenset[str] = frozenset()
+        self._done: set[str] = set()  # nodes finished in this execution
+        self._kind = "workflow"
 
     async def on_point(self, point: ControlPoint) -> Directive | None:
         if not self._begun:
@@ -75,12 +81,9 @@ class JobHook(Hook):
         if clock - self._last_progress >= self.settings.progress_interval:
             self._last_progress = clock
             self._write_progress(point)
+        directive = None
         if signal.changed.is_set() or clock >= self._next_poll:
-            signal.changed.clear()
-            self._next_poll = clock + self.settings.poll_interval
-            directive = self._read_requests()
-        else:
-            directive = None
+            directive = self._poll(clock)
         directive = directive or self._debug_stop(point, refire)
         if directive is not None:
             if directive.reason == PAUSE:
@@ -92,20 +95,34 @@ class JobHook(Hook):
 
     async def on_event(self, event: RunEvent) -> None:
         if event.kind == "started":
+            if self._begun and self._kind == "workflow":
+                # Resumed in place (after taking edits): what finished before is replayed.
+                self._replayed = self._replayed | self._done
             self.service.bus.emit("started", job_id=self.job_id)
         elif event.kind == "cached":
             self.service.bus.emit("cached", job_id=self.job_id, nodes=event.data["nodes"])
         elif event.kind == "executed":
+            self._done.add(event.data["node_id"])
             self.service.bus.emit("node_executed", job_id=self.job_id, **event.data)
 
-    def _read_requests(self) -> Directive | None:
+    def _poll(self, clock: float) -> Directive | None:
+        """Read the row's requests (and, when poked or due, the job's breakpoints)."""
+        poked = self.signal.changed.is_set()
+        self.signal.changed.clear()
+        self._next_poll = clock + self.settings.poll_interval
+        reload = poked or clock >= self._next_breakpoints
+        if reload:
+            self._next_breakpoints = clock + max(BREAKPOINT_POLL_S, self.settings.poll_interval)
+        return self._read_requests(reload)
+
+    def _read_requests(self, reload_breakpoints: bool = False) -> Directive | None:
         with self.service.db.read() as conn:
             row = conn.execute(
                 select(jobs.c.state, jobs.c.request, jobs.c.request_reason).where(
                     jobs.c.id == self.job_id
                 )
             ).first()
-            if row is not None:
+            if row is not None and reload_breakpoints:
                 self.breakpoints.load(breakpoints.active(conn, self.job_id, self.workflow_id))
         if row is None:
             return Directive.abort("job row vanished")
@@ -119,7 +136,7 @@ class JobHook(Hook):
         self._begun = True
         service = self.service
         job = service.get(self.job_id)
-        self.workflow_id = job.workflow_id
+        self.workflow_id, self._kind = job.workflow_id, job.kind
         progress = job.progress or {}
         held = progress.get("held")
         saved = service.artifacts.load_run_state(self.job_id)

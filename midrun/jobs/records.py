@@ -21,6 +21,11 @@ from midrun.store.schema import job_debug_state, job_edits, job_events, jobs, no
 #: relay) can tell events it published itself from those of workers elsewhere.
 ORIGIN = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
+def _listed() -> Any:
+    ended = [s.value for s in JobState if s.terminal]
+    return or_(jobs.c.hidden_at.is_(None), jobs.c.state.not_in(ended))
+
+
 PRIORITY_ORDER = (jobs.c.priority.desc(), jobs.c.number, jobs.c.queued_at, jobs.c.id)
 
 
@@ -121,16 +126,24 @@ class JobStore:
         limit: int | None = None,
         offset: int = 0,
         newest_first: bool = False,
+        oldest_first: bool = False,
+        listed_only: bool = False,
     ) -> list[Job]:
+        """Jobs by priority (or newest first); ``listed_only`` leaves out ended jobs hidden
+        from the history listing."""
         query = select(jobs)
         if states:
             query = query.where(jobs.c.state.in_([s.value for s in states]))
+        if listed_only:
+            query = query.where(_listed())
         if batch_id is not None:
             query = query.where(jobs.c.batch_id == batch_id)
         if owner is not None:
             query = query.where(jobs.c.owner == owner)
         if newest_first:
             query = query.order_by(jobs.c.queued_at.desc(), jobs.c.number.desc())
+        elif oldest_first:
+            query = query.order_by(jobs.c.queued_at, jobs.c.number)
         else:
             query = query.order_by(*PRIORITY_ORDER)
         query = query.offset(offset)
@@ -139,10 +152,12 @@ class JobStore:
         with self.db.read() as conn:
             return [Job.from_row(r) for r in conn.execute(query)]
 
-    def count(self, *, states: list[JobState] | None = None) -> int:
+    def count(self, *, states: list[JobState] | None = None, listed_only: bool = False) -> int:
         query = select(func.count()).select_from(jobs)
         if states:
             query = query.where(jobs.c.state.in_([s.value for s in states]))
+        if listed_only:
+            query = query.where(_listed())
         with self.db.read() as conn:
             return int(conn.execute(query).scalar() or 0)
 

@@ -179,6 +179,11 @@ def _alive(row: object) -> bool:
     return True
 
 
+def _ours(row: object) -> bool:
+    return (getattr(row, "stopped_at", None) is None and getattr(row, "host", None) == HOST
+            and getattr(row, "pid", None) == os.getpid())  # fmt: skip
+
+
 def recover(service: Jobs) -> list[str]:
     """Requeue the jobs of dead workers. A job that was running resumes from its last
     checkpoint (or from its start); one that was pausing ends paused if it has a
@@ -187,9 +192,13 @@ def recover(service: Jobs) -> list[str]:
     recovered: list[str] = []
     with service.db.begin() as conn:
         rows = conn.execute(select(workers)).all()
+        # This process's own running workers are alive whatever their heartbeat says (a
+        # starved heartbeat thread must not get a job run twice); others need both a live
+        # process and a recent heartbeat.
         live = {
-            r.id for r in rows if _alive(r) and now() - r.heartbeat_at < timeout
-        }
+            r.id for r in rows
+            if _ours(r) or (_alive(r) and now() - r.heartbeat_at < timeout)
+        }  # fmt: skip
         for job in service.store.stale_running(conn, live):
             has_checkpoint = service.artifacts.load_run_state(job.id) is not None
             if job.request == "abort":

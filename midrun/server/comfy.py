@@ -392,9 +392,19 @@ async def list_jobs(request: Request) -> Response:
     except ValueError:
         return JSONResponse({"error": "offset must be an integer"}, 400)
     states = [s for s, name in COMFY_STATUS.items() if not wanted or name in wanted]
-    found = await run_in_threadpool(server.jobs.list, states=states)
-    found = [j for j in found if j.hidden_at is None or not j.state.terminal]
     workflow_id = q.get("workflow_id")
+    store = server.jobs.store
+    if sort_by == "created_at" and not workflow_id:  # the frontend's query: paged in SQL
+        page_jobs = await run_in_threadpool(
+            lambda: store.list(states=states, listed_only=True, limit=limit, offset=offset,
+                               newest_first=order == "desc",
+                               oldest_first=order == "asc"))  # fmt: skip
+        total = await run_in_threadpool(lambda: store.count(states=states, listed_only=True))
+        page = [job_object(j) for j in page_jobs]
+        return JSONResponse({"jobs": page, "pagination": {
+            "offset": offset, "limit": limit, "total": total,
+            "has_more": offset + len(page) < total}})  # fmt: skip
+    found = await run_in_threadpool(lambda: store.list(states=states, listed_only=True))
     objects = [job_object(j) for j in found]
     if workflow_id:
         objects = [o for o in objects if o.get("workflow_id") == workflow_id]

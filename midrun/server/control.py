@@ -227,9 +227,10 @@ def apply_edits(service: Jobs, job_id: str, edits: list[tuple[str, str, Any]],
         try:
             made.append(service.edit(job_id, node_id, input_name, value, actor=actor)["edit_id"])
         except MidrunError as exc:
-            withdrawn = _withdraw(service, job_id, made, actor)
-            exc.extra_info.update(withdrawn_edits=withdrawn,
-                                  kept_edits=[e for e in made if e not in withdrawn])
+            if made:
+                withdrawn = _withdraw(service, job_id, made, actor)
+                exc.extra_info.update(withdrawn_edits=withdrawn,
+                                      kept_edits=[e for e in made if e not in withdrawn])
             raise
     return {**edits_view(service, job_id), "edit_ids": made}
 
@@ -335,10 +336,7 @@ def outputs_summary(outputs: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def job_state(service: Jobs, job_id: str) -> dict[str, Any]:
     job = service.get(job_id)
-    progress = dict(job.progress or {})
-    live = service.signals.get(job_id)
-    if live is not None and job.state in (JobState.RUNNING, JobState.PAUSING):
-        progress.update(node=live.node_id, step=live.step, total_steps=live.total_steps)
+    progress = job.progress or {}
     edits = service.store.edits(job_id)
     return {
         "job_id": job.id, "state": job.state.value, "paused_by": job.paused_by,
@@ -672,10 +670,10 @@ async def list_users(request: Request) -> Response:
 
 
 async def create_user(request: Request) -> Response:
+    require_admin(request)
     body = await body_of(request)
     name = field(body, "name", str, required=True)
     role = field(body, "role", str, default="creator")
-    require_admin(request)
     token = await call(request.app.state.server.users.create, name, role)
     return ok({"name": name, "role": role, "token": token}, 201)
 

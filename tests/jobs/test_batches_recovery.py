@@ -142,3 +142,24 @@ def test_saved_workflows_run_with_parameters_that_become_the_defaults(service, p
     with pytest.raises(WorkflowNotFound):
         execute_workflow(service, "missing")
     service.wait(second.id)
+
+
+def test_a_starved_heartbeat_does_not_requeue_this_process_own_job(service, pool) -> None:
+    # Recovery trusts what it can see directly: a worker of this very process is alive
+    # even when its heartbeat is old (a starved heartbeat thread), so its job is not run
+    # twice. Workers of other processes still need a recent heartbeat (test above).
+    from datetime import timedelta
+
+    from midrun.jobs.worker import recover
+    from midrun.store.schema import now, workers
+
+    job = service.submit(ticker(steps=200, delay=0.01))
+    deadline = time.monotonic() + 20
+    while service.get(job.id).state != JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with service.db.begin() as conn:
+        conn.execute(workers.update().values(heartbeat_at=now() - timedelta(hours=1)))
+    assert recover(service) == []
+    assert service.get(job.id).state == JobState.RUNNING
+    service.abort(job.id, "done")
+    service.wait(job.id)

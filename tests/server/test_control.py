@@ -257,6 +257,31 @@ def test_a_breakpoint_stops_the_job_and_stepping_moves_it(http: httpx.Client) ->
     assert [(e["node_id"], e["step"]) for e in hits] == [("3", 3), ("9", None)]
 
 
+def test_nodes_a_continued_run_recomputes_do_not_hit_their_breakpoints(
+    http: httpx.Client,
+) -> None:
+    job_id = run(http)
+    bp = http.post(f"/api/jobs/{job_id}/breakpoints", json={"node_id": "4"}).json()
+    first = wait_state(http, job_id, "paused", *TERMINAL)
+    assert (first["paused_by"], first["node"]) == ("breakpoint", "4")
+    http.post(f"/api/jobs/{job_id}/resume")
+    wait_step(http, job_id, 2)
+    # an edit while running: the run is suspended, edited and resumed in place, which
+    # recomputes the loader (its model is not saved): not a new hit
+    edit = http.put(f"/api/jobs/{job_id}/params",
+                    json={"node_id": "3", "input": "cfg", "value": 4.0})  # fmt: skip
+    assert edit.status_code == 200, edit.text
+    wait_for(lambda: standing(http, job_id)["pending_edits"] == [])
+    http.post(f"/api/jobs/{job_id}/pause")
+    assert wait_state(http, job_id, "paused", *TERMINAL)["paused_by"] == "user"
+    http.post(f"/api/jobs/{job_id}/resume")  # and a continue from the checkpoint
+    assert wait_state(http, job_id, *TERMINAL)["state"] == "completed"
+    events = http.get(f"/api/jobs/{job_id}/events").json()
+    assert [e["data"]["breakpoint_id"] for e in events if e["kind"] == "breakpoint_hit"] == [
+        bp["id"]]  # fmt: skip
+    assert "edit_applied" in [e["kind"] for e in events]
+
+
 # -- the pipeline ------------------------------------------------------------------------
 
 
