@@ -260,3 +260,57 @@ def test_midrun_events_reach_websocket_and_sse_clients(live: LiveServer) -> None
         control = [k for k in kinds if k in ("midrun.pausing", "midrun.paused", "midrun.resumed",
                                              "midrun.aborted")]  # fmt: skip
         assert control == ["midrun.pausing", "midrun.paused", "midrun.resumed", "midrun.aborted"]
+
+
+def test_control_over_midrun_routes_with_events_in_order(live: LiveServer) -> None:
+    """Pause, edit (two fields), undo one, resume, abort with a reason, all over HTTP; a
+    WebSocket client sees midrun's events in that order, and the job ends aborted with
+    the reason and the kept edit applied."""
+    jobs = live.server.jobs
+
+    async def scenario() -> tuple[str, list[dict[str, Any]]]:
+        ws = await _connect(live, uuid.uuid4().hex, metadata=True)
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+            job_id = (await http.post("/prompt", json={"prompt": txt2img(steps=600)})).json()[
+                "prompt_id"]  # fmt: skip
+            await asyncio.to_thread(wait_for, lambda: jobs.get(job_id).progress.get("step"))
+            assert (await http.post(f"/api/jobs/{job_id}/pause")).status_code == 200
+            await asyncio.to_thread(wait_for, lambda: jobs.get(job_id).state.value == "paused")
+            edited = await http.put(f"/api/jobs/{job_id}/params", json={"edits": [
+                {"node_id": "3", "input": "cfg", "value": 4.5},
+                {"node_id": "6", "input": "text", "value": "a blue star"}]})  # fmt: skip
+            assert edited.status_code == 200, edited.text
+            cfg_edit, text_edit = edited.json()["edit_ids"]
+            pending = edited.json()["modified_params"]
+            assert pending["3.cfg"]["new"] == 4.5 and pending["6.text"]["modified_mid_run"]
+            undone = await http.delete(f"/api/jobs/{job_id}/params/{text_edit}")
+            assert undone.status_code == 200
+            assert [e["id"] for e in undone.json()["pending"]] == [cfg_edit]
+            conflict = await http.post(f"/api/jobs/{job_id}/pause")
+            assert conflict.status_code == 409
+            assert conflict.json()["error"]["state"] == "paused"
+            assert (await http.post(f"/api/jobs/{job_id}/resume")).status_code == 200
+            await asyncio.to_thread(wait_for, lambda: jobs.get(job_id).state.value == "running")
+            aborted = await http.post(f"/api/jobs/{job_id}/abort", json={"reason": "too slow"})
+            assert aborted.status_code == 200
+        kinds: list[dict[str, Any]] = []
+        while not any(k["type"] == "midrun.aborted" for k in kinds):
+            raw = await asyncio.wait_for(ws.recv(), 30)
+            if isinstance(raw, str):
+                message = json.loads(raw)
+                if message["type"].startswith("midrun.") and \
+                        message["data"].get("job_id") == job_id:  # fmt: skip
+                    kinds.append(message)
+        await ws.close()
+        return job_id, kinds
+
+    job_id, events = asyncio.run(scenario())
+    wanted = ["midrun.pausing", "midrun.paused", "midrun.edited", "midrun.edited",
+              "midrun.edit_undone", "midrun.resumed", "midrun.edit_applied", "midrun.aborted"]
+    seen = [e["type"] for e in events if e["type"] in wanted]
+    assert seen == wanted
+    assert next(e for e in events if e["type"] == "midrun.aborted")["data"]["reason"] == "too slow"
+    job = jobs.get(job_id)
+    assert job.state.value == "aborted" and job.workflow["3"]["inputs"]["cfg"] == 4.5
+    assert job.workflow["6"]["inputs"]["text"] != "a blue star"
+    assert jobs.debug_state(job_id)["abort_reason"] == "too slow"
