@@ -1,6 +1,13 @@
 """The job's hook on its run's control points: where a job notices pause, abort and edit
-requests, reports progress and writes its periodic checkpoints. Nothing else in the job
-system decides when a run stops."""
+requests, stops at its breakpoints and step requests, reports progress and writes its
+periodic checkpoints. Nothing else in the job system decides when a run stops.
+
+Where a job stopped is kept in its row's ``progress`` (``held``: why). A run suspended
+before a node starts meets that node's ``before`` point again when it continues; the new
+run's hook knows it from ``progress`` and does not stop there a second time for the
+breakpoint or step that stopped it (a plain pause there still lets its breakpoints fire).
+Nodes a continued run recomputes (finished before, values not saved) are replays: their
+points are not where a breakpoint or a step stops."""
 
 from __future__ import annotations
 
@@ -11,6 +18,8 @@ from sqlalchemy import select
 
 from midrun.core.errors import MidrunError
 from midrun.engine.control import ControlPoint, Directive, Hook, Position, RunEvent
+from midrun.jobs import breakpoints
+from midrun.jobs.breakpoints import JobBreakpoints, Stepping, step_mode_of
 from midrun.jobs.states import JobState
 from midrun.store.schema import jobs
 
@@ -18,6 +27,10 @@ if TYPE_CHECKING:
     from midrun.jobs.service import Jobs
 
 PAUSE, EDIT = "pause", "edit"
+BREAKPOINT, STEP = "breakpoint", "step"
+# Breakpoint changes made in this process reach a running job at once (its mailbox is
+# poked); those made elsewhere are read this often.
+BREAKPOINT_POLL_S = 1.0
 
 
 class JobHook(Hook):
@@ -28,12 +41,32 @@ class JobHook(Hook):
         self.signal = service.signals.open(job_id)
         self.signal.changed.set()  # read the row at the first point
         self._next_poll = 0.0
+        self._next_breakpoints = 0.0
         self._last_progress = 0.0
         self._last_checkpoint = time.monotonic()
         self._steps_since_checkpoint = 0
         self.checkpoints = 0
+        self.breakpoints = JobBreakpoints()
+        self.stepping: Stepping | None = None
+        self.workflow_id: str | None = None
+        self._begun = False
+        # The node whose before point the run stopped at, and whether its breakpoints
+        # were checked there (see the module's docstring).
+        self._refire: tuple[str, bool] | None = None
+        # Nodes that had finished when the run was saved: a continued run recomputes the
+        # ones whose values could not be saved (models...). That is not progress: their
+        # points neither stop the job nor log.
+        self._replayed: frozenset[str] = frozenset()
+        self._done: set[str] = set()  # nodes finished in this execution
+        self._kind = "workflow"
 
     async def on_point(self, point: ControlPoint) -> Directive | None:
+        if not self._begun:
+            self._begin()
+        refire, self._refire = self._refire, None
+        if refire is not None and (point.position != Position.BEFORE
+                                   or point.node_id != refire[0]):  # fmt: skip
+            refire = None
         signal = self.signal
         signal.node_id, signal.step = point.node_id, point.step
         signal.total_steps = point.total_steps
@@ -48,40 +81,128 @@ class JobHook(Hook):
         if clock - self._last_progress >= self.settings.progress_interval:
             self._last_progress = clock
             self._write_progress(point)
+        directive = None
         if signal.changed.is_set() or clock >= self._next_poll:
-            signal.changed.clear()
-            self._next_poll = clock + self.settings.poll_interval
-            directive = self._read_requests()
-            if directive is not None:
-                return directive
+            directive = self._poll(clock)
+        directive = directive or self._debug_stop(point, refire)
+        if directive is not None:
+            if directive.reason == PAUSE:
+                self._write_progress(point, held=PAUSE)
+            return directive
         if point.checkpoint is not None and self._checkpoint_due(point, clock):
             self._checkpoint(point)
         return None
 
     async def on_event(self, event: RunEvent) -> None:
         if event.kind == "started":
+            if self._begun and self._kind == "workflow":
+                # Resumed in place (after taking edits): what finished before is replayed.
+                self._replayed = self._replayed | self._done
             self.service.bus.emit("started", job_id=self.job_id)
         elif event.kind == "cached":
             self.service.bus.emit("cached", job_id=self.job_id, nodes=event.data["nodes"])
         elif event.kind == "executed":
+            self._done.add(event.data["node_id"])
             self.service.bus.emit("node_executed", job_id=self.job_id, **event.data)
 
-    def _read_requests(self) -> Directive | None:
+    def _poll(self, clock: float) -> Directive | None:
+        """Read the row's requests (and, when poked or due, the job's breakpoints)."""
+        poked = self.signal.changed.is_set()
+        self.signal.changed.clear()
+        self._next_poll = clock + self.settings.poll_interval
+        reload = poked or clock >= self._next_breakpoints
+        if reload:
+            self._next_breakpoints = clock + max(BREAKPOINT_POLL_S, self.settings.poll_interval)
+        return self._read_requests(reload)
+
+    def _read_requests(self, reload_breakpoints: bool = False) -> Directive | None:
         with self.service.db.read() as conn:
             row = conn.execute(
                 select(jobs.c.state, jobs.c.request, jobs.c.request_reason).where(
                     jobs.c.id == self.job_id
                 )
             ).first()
+            if row is not None and reload_breakpoints:
+                self.breakpoints.load(breakpoints.active(conn, self.job_id, self.workflow_id))
         if row is None:
             return Directive.abort("job row vanished")
-        if row.request == "abort":
-            return Directive.abort(row.request_reason or "aborted")
-        if row.state == JobState.PAUSING.value:
-            return Directive.suspend(PAUSE)
-        if row.request == EDIT:
-            return Directive.suspend(EDIT)
+        return _directive(row.state, row.request, row.request_reason)
+
+    # -- breakpoints and stepping ------------------------------------------------------
+
+    def _begin(self) -> None:
+        """At the run's first point: where the job stopped last, and a step request it
+        was resumed with (taken off the row: it is this run's, once)."""
+        self._begun = True
+        service = self.service
+        job = service.get(self.job_id)
+        self.workflow_id, self._kind = job.workflow_id, job.kind
+        progress = job.progress or {}
+        held = progress.get("held")
+        saved = service.artifacts.load_run_state(self.job_id)
+        if saved is not None and saved.kind == "workflow":
+            self._replayed = frozenset(saved.plan.get("finished") or ())
+        if held and progress.get("position") == Position.BEFORE.value:
+            self._refire = (str(progress.get("node")), held in (BREAKPOINT, STEP))
+        mode = step_mode_of(job.request)
+        if mode is None:
+            return
+        with service.db.begin() as conn:
+            job = service.store.lock(conn, self.job_id)
+            if step_mode_of(job.request) != mode:
+                return
+            service.store.transition(conn, job, None, request=None)
+        node = progress.get("node") if held else None
+        self.stepping = Stepping(mode, node, progress.get("position") if node else None)
+
+    def _debug_stop(
+        self, point: ControlPoint, refire: tuple[str, bool] | None
+    ) -> Directive | None:
+        """Stop here for a step request or a breakpoint; logpoints only report."""
+        if point.node_id in self._replayed:
+            return None
+        stepped = refire is None and self.stepping is not None and self.stepping.stops_at(point)
+        match = breakpoints.NO_MATCH
+        if len(self.breakpoints) and not (refire is not None and refire[1]):
+            match = self.breakpoints.match(point)
+        for bp, message in match.logs:
+            self.service.bus.emit("logpoint", job_id=self.job_id, node_id=point.node_id,
+                                  step=point.step, breakpoint_id=bp.id,
+                                  message=message)  # fmt: skip
+        if match.hits:
+            return self._stop(point, BREAKPOINT, [bp.id for bp in match.hits])
+        if stepped:
+            return self._stop(point, STEP, [])
         return None
+
+    def _stop(self, point: ControlPoint, by: str, hits: list[str]) -> Directive | None:
+        """Pause the job here (``running -> pausing``, as a pause request would)."""
+        service, job_id = self.service, self.job_id
+        mode = self.stepping.mode if self.stepping else None
+        self.stepping = None
+        position = point.position.value
+        with service.db.begin() as conn:
+            job = service.store.lock(conn, job_id)
+            if job.state != JobState.RUNNING or job.request == "abort":
+                return _directive(job.state.value, job.request, job.request_reason)
+            service.store.transition(conn, job, JobState.PAUSING, paused_by=by)
+            for bp_id in hits:
+                service.store.event(conn, job_id, "breakpoint_hit", step=point.step,
+                                    node_id=point.node_id, breakpoint_id=bp_id,
+                                    position=position)  # fmt: skip
+            if not hits:
+                service.store.event(conn, job_id, "step_reached", step=point.step,
+                                    node_id=point.node_id, mode=mode,
+                                    position=position)  # fmt: skip
+        self._write_progress(point, held=by)
+        for bp_id in hits:
+            service.bus.emit("breakpoint_hit", job_id=job_id, node_id=point.node_id,
+                             step=point.step, breakpoint_id=bp_id)  # fmt: skip
+        if not hits:
+            service.bus.emit("step_reached", job_id=job_id, node_id=point.node_id,
+                             step=point.step, mode=mode)  # fmt: skip
+        service.bus.emit("pausing", job_id=job_id, by=by)
+        return Directive.suspend(by)
 
     def _checkpoint_due(self, point: ControlPoint, clock: float) -> bool:
         s = self.settings
@@ -107,10 +228,23 @@ class JobHook(Hook):
         self._steps_since_checkpoint = 0
         self.checkpoints += 1
 
-    def _write_progress(self, point: ControlPoint) -> None:
+    def _write_progress(self, point: ControlPoint, held: str | None = None) -> None:
         progress: dict[str, Any] = {"node": point.node_id, "class_type": point.class_type,
                                     "position": point.position.value}  # fmt: skip
         if point.step is not None:
             progress.update(step=point.step, total_steps=point.total_steps)
+        if held is not None:
+            progress["held"] = held  # where and why it stops (see the module's docstring)
         with self.service.db.begin() as conn:
             conn.execute(jobs.update().where(jobs.c.id == self.job_id).values(progress=progress))
+
+
+def _directive(state: str, request: str | None, reason: str | None) -> Directive | None:
+    """What a job's row asks of its run."""
+    if request == "abort":
+        return Directive.abort(reason or "aborted")
+    if state == JobState.PAUSING.value:
+        return Directive.suspend(PAUSE)
+    if request == EDIT:
+        return Directive.suspend(EDIT)
+    return None

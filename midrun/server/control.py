@@ -276,8 +276,9 @@ def previews(service: Jobs, job_id: str) -> list[dict[str, Any]]:
 
 
 def _wants_json(request: Request) -> bool:
-    if request.query_params.get("format") == "json":
-        return True
+    fmt = request.query_params.get("format")
+    if fmt:
+        return fmt == "json"
     accept = request.headers.get("accept", "")
     return "application/json" in accept and "image/" not in accept
 

@@ -190,6 +190,11 @@ def test_malformed_requests_get_specific_400s(http: httpx.Client) -> None:
     for kwargs, kind, words in cases:
         error = error_of(http.put(params, **kwargs), 400)
         assert error["type"] == kind and words in error["message"], (kwargs, error)
+    # a refused edit withdraws the ones made before it in the same call
+    mixed = error_of(http.put(params, json={"edits": [
+        {"node_id": "3", "input": "cfg", "value": 5.0},
+        {"node_id": "3", "input": "cfg", "value": "high"}]}), 400)  # fmt: skip
+    assert len(mixed["withdrawn_edits"]) == 1 and mixed["kept_edits"] == []
     assert http.get(f"/api/jobs/{job_id}/state").json()["pending_edits"] == []
     others: list[tuple[str, str, Any, str]] = [
         ("POST", f"/api/jobs/{job_id}/resume", {"front": "yes"}, "invalid_field"),
