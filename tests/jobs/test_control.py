@@ -141,9 +141,13 @@ def test_abort_of_a_running_job_keeps_partial_results(service, pool) -> None:
 
 
 def test_abort_of_queued_and_paused_jobs_is_immediate(service, pool) -> None:
+    from midrun.jobs import pipeline
+
+    pipeline.pause_pipeline(service)  # no worker claims it while the test holds it
     queued = service.submit(ticker(), priority=-1)
     service.pause(queued.id)
     assert service.abort(queued.id, "not needed").state == JobState.ABORTED
+    pipeline.resume_pipeline(service)
     running = service.submit(ticker(steps=100))
     wait_step(service, running.id, 2)
     service.pause(running.id)

@@ -83,7 +83,9 @@ def test_an_aborted_generation_keeps_every_preview_and_its_latent(gen) -> None:
     done = gen.wait(job.id)
     assert done.state == JobState.ABORTED
     index = gen.debug_state(job.id)["intermediate_previews_json"]
-    assert len(index) >= 4
+    # Previews are made off the sampling thread and skipped when it falls behind, so
+    # not every step has one; none of those made is purged from an aborted job.
+    assert index and all(gen.artifacts.path(e["file"]).is_file() for e in index)
     partial = gen.artifacts.load_run_state(job.id)
     assert "3" in partial.plan["in_flight"]  # the sampler's state, latent included
     key = done.outputs["partial"]["3"]
