@@ -147,7 +147,11 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, had_token: bool) -
                "This server requires a bearer token: send 'Authorization: Bearer <token>' "
                "(create one with 'midrun users add NAME')")  # fmt: skip
     if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 4401, "reason": message[:120]})
+        # Accepted, then closed with 4401, so that clients (browsers included) can read
+        # why; refusing the handshake would only show them an HTTP 403.
+        if (await receive())["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 4401, "reason": message[:120]})
         return
     body = json.dumps({"error": {"type": "unauthorized", "message": message}}).encode()
     await send({"type": "http.response.start", "status": 401,

@@ -1,0 +1,146 @@
+"""Exposure rules: tokens off loopback (HTTP and WebSocket), request size limits, CORS
+off unless configured, and events from a worker in another process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from midrun.server.config import ServerConfig
+from tests.server.conftest import make_config, start_server, txt2img, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_auth_is_required_exactly_off_loopback() -> None:
+    assert not ServerConfig(host="127.0.0.1").requires_auth
+    assert not ServerConfig(host="::1").requires_auth
+    assert ServerConfig(host="0.0.0.0").requires_auth
+    assert ServerConfig(host="192.168.1.20").requires_auth
+    assert ServerConfig(host="127.0.0.1", auth=True).requires_auth
+
+
+def test_tokens_sizes_and_cors(tmp_path: Path) -> None:
+    live = start_server(make_config(tmp_path, auth=True, workers=False, max_body_bytes=4096,
+                                    cors_origins=("http://studio.example",)))  # fmt: skip
+    try:
+        token = live.server.users.create("ana", "creator")
+        anonymous = httpx.get(live.url + "/api/system_stats")
+        assert anonymous.status_code == 401
+        assert anonymous.json()["error"]["type"] == "unauthorized"
+        assert httpx.get(live.url + "/api/system_stats",
+                         headers={"Authorization": "Bearer wrong"}).status_code == 401  # fmt: skip
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(live.url + "/api/system_stats", headers=bearer).status_code == 200
+        assert httpx.get(live.url + "/").status_code == 200  # the page itself is static
+
+        async def sockets() -> None:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                async with websockets.connect(live.ws_url + "/ws") as ws:
+                    await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+            async with websockets.connect(f"{live.ws_url}/ws?token={token}") as ws:
+                assert json.loads(await ws.recv())["type"] == "status"
+
+        asyncio.run(sockets())
+
+        big = {"prompt": txt2img(), "padding": "x" * 5000}
+        too_large = httpx.post(live.url + "/prompt", json=big, headers=bearer)
+        assert too_large.status_code == 413
+        assert too_large.json()["error"]["type"] == "payload_too_large"
+
+        allowed = httpx.options(live.url + "/api/system_stats", headers={
+            "Origin": "http://studio.example", "Access-Control-Request-Method": "GET"})
+        assert allowed.headers.get("access-control-allow-origin") == "http://studio.example"
+        other = httpx.options(live.url + "/api/system_stats", headers={
+            "Origin": "http://evil.example", "Access-Control-Request-Method": "GET"})
+        assert other.headers.get("access-control-allow-origin") is None
+    finally:
+        live.stop()
+
+
+def test_cors_is_off_by_default(tmp_path: Path) -> None:
+    live = start_server(make_config(tmp_path, workers=False))
+    try:
+        reply = httpx.get(live.url + "/api/system_stats",
+                          headers={"Origin": "http://studio.example"})  # fmt: skip
+        assert reply.status_code == 200
+        assert "access-control-allow-origin" not in reply.headers
+    finally:
+        live.stop()
+
+
+WORKER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from midrun.jobs.service import Jobs
+    from midrun.jobs.worker import WorkerPool
+    from midrun.diffusion.runtime import DiffusionRuntime
+    from midrun.nodes import builtin_registry
+    from midrun.nodes.comfy_impl import attach
+    from midrun.store.database import Database
+
+    data, models = Path(sys.argv[1]), Path(sys.argv[2])
+    runtime = DiffusionRuntime.create(models, device="cpu", output_dir=data / "output")
+    registry = attach(builtin_registry(models), runtime)
+    jobs = Jobs(Database.open(data_dir=data), registry, data_dir=data, runtime=runtime)
+    with WorkerPool(jobs, ["cpu"]):
+        print("ready", flush=True)
+        sys.stdin.readline()
+""")
+
+
+def test_events_of_a_worker_in_another_process_reach_clients(tmp_path: Path) -> None:
+    config = make_config(tmp_path, workers=False)
+    live = start_server(config)
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, str(config.data_dir),
+                               str(config.models_dir)], cwd=ROOT, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+
+        async def scenario() -> list[str]:
+            async with websockets.connect(f"{live.ws_url}/ws?clientId=remote") as ws:
+                await ws.recv()
+                async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+                    reply = await http.post("/prompt", json={"prompt": txt2img(steps=2000),
+                                                             "client_id": "remote"})  # fmt: skip
+                    job_id = reply.json()["prompt_id"]
+                    jobs = live.server.jobs
+                    await asyncio.to_thread(
+                        wait_for, lambda: jobs.get(job_id).state.value == "running", 60)
+                    await http.post(f"/api/jobs/{job_id}/pause")
+                    await asyncio.to_thread(
+                        wait_for, lambda: jobs.get(job_id).state.value == "paused", 60)
+                    await http.post(f"/api/jobs/{job_id}/abort", json={"reason": "remote"})
+                seen: list[str] = []
+                deadline = time.monotonic() + 60
+                while "execution_interrupted" not in seen and time.monotonic() < deadline:
+                    raw = await asyncio.wait_for(ws.recv(), 60)
+                    if isinstance(raw, str):
+                        message = json.loads(raw)
+                        if message["data"].get("remote") or not message["type"].startswith(
+                                "midrun."):  # fmt: skip
+                            seen.append(message["type"])
+                return seen
+
+        seen = asyncio.run(scenario())
+        # "running" and "paused" were written by the other process's worker: they reach
+        # this server's sockets only through the database; so does the ComfyUI message.
+        assert "midrun.running" in seen or "midrun.paused" in seen
+        assert "midrun.paused" in seen
+        assert seen[-1] == "execution_interrupted"
+    finally:
+        if worker.stdin:
+            worker.stdin.close()
+        worker.wait(timeout=60)
+        live.stop()
