@@ -328,12 +328,17 @@ def validate(
     workflow: Workflow,
     registry: NodeRegistry,
     partial_execution_targets: Sequence[str] | None = None,
+    *,
+    copy: bool = True,
 ) -> ValidationResult:
     """Check a workflow against the registry, like ComfyUI's ``validate_prompt``.
 
     Returns the coerced workflow, the output nodes that will run and every error found.
+    With ``copy=False`` the caller's workflow is coerced in place (one it just parsed
+    for this call and will not otherwise use).
     """
-    workflow = workflow.copy()
+    if copy:
+        workflow = workflow.copy()
     result = ValidationResult(workflow)
 
     missing_class = [n for n, s in workflow.nodes.items() if not s.class_type]

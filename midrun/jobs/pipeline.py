@@ -122,6 +122,7 @@ def _roll_back(service: Jobs, actor: str | None, stuck: list[str]) -> None:
         service.store.event(conn, None, "pipeline_pause_rolled_back", actor=actor, stuck=stuck)
     service.signals.poke_all()
     _resume_paused_by_pipeline(service, actor)
+    service.signals.pipeline_resumed()
 
 
 def resume_pipeline(service: Jobs, *, actor: str | None = None) -> dict[str, Any]:
@@ -136,7 +137,7 @@ def resume_pipeline(service: Jobs, *, actor: str | None = None) -> dict[str, Any
         service.store.event(conn, None, "pipeline_resumed", actor=actor)
     resumed = _resume_paused_by_pipeline(service, actor)
     service.bus.emit("pipeline_resumed", jobs=resumed)
-    service.signals.wake_workers()
+    service.signals.pipeline_resumed()
     return status(service)
 
 

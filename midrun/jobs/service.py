@@ -76,7 +76,7 @@ class Jobs:
             parsed = Workflow.from_api(dict(workflow))
         except MidrunError as exc:
             raise WorkflowInvalidError(str(exc), node_errors={}) from exc
-        checked = validate(parsed, self.registry, targets)
+        checked = validate(parsed, self.registry, targets, copy=False)
         if not checked.ok:
             error = checked.error
             invalid = WorkflowInvalidError(

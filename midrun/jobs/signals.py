@@ -30,6 +30,7 @@ class Signals:
         self._jobs: dict[str, JobSignal] = {}
         self._lock = threading.Lock()
         self.work = threading.Condition()
+        self.pipeline = threading.Condition()
 
     def open(self, job_id: str) -> JobSignal:
         with self._lock:
@@ -66,6 +67,19 @@ class Signals:
     def wait_for_work(self, timeout: float) -> None:
         with self.work:
             self.work.wait(timeout)
+
+    def pipeline_resumed(self) -> None:
+        """The pipeline runs again (said by this process): workers holding off wake."""
+        with self.pipeline:
+            self.pipeline.notify_all()
+        self.wake_workers()
+
+    def wait_for_pipeline(self, timeout: float) -> None:
+        """While the pipeline is paused, idle workers wait here rather than on new work:
+        a burst of submissions then costs no claim attempts. A resume in another process
+        is seen at the next poll (``timeout``)."""
+        with self.pipeline:
+            self.pipeline.wait(timeout)
 
 
 Listener = Callable[[dict[str, Any]], None]

@@ -37,6 +37,7 @@ class Worker:
         self.device = device
         self.id = worker_id or f"{HOST}-{os.getpid()}-{device}-{new_id()[:8]}"
         self.current: str | None = None
+        self.held = False  # the pipeline was paused at the last claim attempt
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -56,7 +57,7 @@ class Worker:
 
             with contextlib.suppress(JobConflict):
                 self.service.pause(self.current, actor="worker shutdown", by="shutdown")
-        self.service.signals.wake_workers()
+        self.service.signals.pipeline_resumed()  # wakes idle and held workers alike
         if self._thread is not None:
             self._thread.join(timeout)
         with self.service.db.begin() as conn:
@@ -73,7 +74,9 @@ class Worker:
             except Exception:
                 log.exception("worker %s failed outside a job", self.id)
                 worked = False
-            if not worked:
+            if not worked and self.held:
+                await asyncio.to_thread(self.service.signals.wait_for_pipeline, 0.5)
+            elif not worked:
                 await asyncio.to_thread(self.service.signals.wait_for_work, 0.2)
 
     async def run_once(self) -> bool:
@@ -100,6 +103,7 @@ class Worker:
             waiting = conn.execute(
                 select(jobs.c.id).where(jobs.c.state == JobState.QUEUED.value).limit(1)
             ).first()
+        self.held = paused
         if paused or waiting is None:
             return None
         with service.db.begin() as conn:
