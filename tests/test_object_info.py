@@ -83,9 +83,11 @@ def test_file_choices_come_from_the_models_directory(tmp_path: Path) -> None:
     (tmp_path / "checkpoints" / "a.ckpt").write_bytes(b"")
     (tmp_path / "checkpoints" / "notes.txt").write_text("not a model")
     info = builtin_registry(models_dir=tmp_path).object_info()
+    # The folder's models, then the shipped demo model.
     assert info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] == [
         "a.ckpt",
         "sd15/b.safetensors",
+        "midrun-demo",
     ]
     assert info["LoraLoader"]["input"]["required"]["lora_name"][0] == []
 

@@ -193,7 +193,7 @@ def test_comfy_core_parameters_have_the_expected_kinds(tmp_path) -> None:
     }
     for key, kind in expected.items():
         assert params[key]["type"] == kind, key
-    assert params["4.ckpt_name"]["options"] == ["a.safetensors"]
+    assert params["4.ckpt_name"]["options"] == ["a.safetensors", "midrun-demo"]
     assert "euler" in params["3.sampler_name"]["options"]
     changed = apply_parameters(wf, registry, {"3.cfg": 4.5, "6.text": "a dog", "3.seed": 2**63})
     assert changed["3"].inputs["cfg"] == 4.5 and changed["6"].inputs["text"] == "a dog"
