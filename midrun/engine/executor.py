@@ -51,6 +51,20 @@ class WorkflowInvalidError(MidrunError):
 
     type = "prompt_outputs_failed_validation"
 
+    @classmethod
+    def of(cls, checked: Any) -> WorkflowInvalidError:
+        """The error for a failed :func:`validate` result, typed as its top-level error."""
+        error = checked.error
+        invalid = cls(
+            error.message if error else "Prompt outputs failed validation",
+            details=error.details if error else "",
+            error=error.to_dict() if error else None,
+            node_errors=checked.node_errors,
+        )
+        if error is not None:
+            invalid.type = error.type
+        return invalid
+
 
 @dataclass(slots=True)
 class RunResult:
@@ -155,16 +169,7 @@ class Executor:
         """Validate and run an API-format workflow (only outputs and their ancestors)."""
         checked = validate(workflow, registry, targets)
         if not checked.ok:
-            error = checked.error
-            invalid = WorkflowInvalidError(
-                error.message if error else "Prompt outputs failed validation",
-                details=error.details if error else "",
-                error=error.to_dict() if error else None,
-                node_errors=checked.node_errors,
-            )
-            if error is not None:
-                invalid.type = error.type
-            raise invalid
+            raise WorkflowInvalidError.of(checked)
         run_id = run_id or new_id()
         plan = WorkflowPlan(
             checked.workflow, registry, checked.outputs, run_id=run_id, cache=cache, context=context

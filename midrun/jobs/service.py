@@ -78,16 +78,7 @@ class Jobs:
             raise WorkflowInvalidError(str(exc), node_errors={}) from exc
         checked = validate(parsed, self.registry, targets, copy=False)
         if not checked.ok:
-            error = checked.error
-            invalid = WorkflowInvalidError(
-                error.message if error else "Prompt outputs failed validation",
-                details=error.details if error else "",
-                error=error.to_dict() if error else None,
-                node_errors=checked.node_errors,
-            )
-            if error is not None:
-                invalid.type = error.type
-            raise invalid
+            raise WorkflowInvalidError.of(checked)
         document = checked.workflow.to_api()
         if targets:
             keep = set(checked.workflow.ancestors(list(checked.outputs)))

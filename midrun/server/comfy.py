@@ -161,14 +161,22 @@ async def post_queue(request: Request) -> Response:
 
 def _cancel_pending(server: Server, request: Request, job_id: str) -> bool:
     """Take a queued job out of the queue (recorded as aborted); others are left alone."""
+    return _abort_if(request, job_id, "removed from the queue",
+                     lambda job: job.state == JobState.QUEUED)  # fmt: skip
+
+
+def _abort_if(request: Request, job_id: str, reason: str, wanted: Any) -> bool:
+    """Abort ``job_id`` if it exists, ``wanted(job)`` holds and the caller may control
+    it; whether it was aborted (a job that moved on meanwhile is not)."""
+    server = _server(request)
     try:
         job = server.jobs.get(job_id)
     except JobNotFound:
         return False
-    if job.state != JobState.QUEUED or not _may_control(request, job):
+    if not wanted(job) or not _may_control(request, job):
         return False
     try:
-        server.jobs.abort(job_id, "removed from the queue", actor=current_user(request).name)
+        server.jobs.abort(job_id, reason, actor=current_user(request).name)
     except JobConflict:
         return False
     return True
@@ -451,18 +459,7 @@ async def cancel_jobs(request: Request) -> Response:
 
 
 def _cancel(request: Request, job_id: str) -> bool:
-    server = _server(request)
-    try:
-        job = server.jobs.get(job_id)
-    except JobNotFound:
-        return False
-    if job.state.terminal or not _may_control(request, job):
-        return False
-    try:
-        server.jobs.abort(job_id, "cancelled", actor=current_user(request).name)
-    except JobConflict:
-        return False
-    return True
+    return _abort_if(request, job_id, "cancelled", lambda job: not job.state.terminal)
 
 
 # -- node definitions and the system ----------------------------------------------------

@@ -13,10 +13,8 @@ import json
 import mimetypes
 import os
 import re
-import tempfile
 import threading
 import weakref
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 from midrun.diffusion.paths import KINDS, WEIGHT_SUFFIXES, ModelPaths
 from midrun.server.app import both
 from midrun.server.errors import HTTPError
+from midrun.server.userdata import atomic_write
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -103,12 +102,8 @@ async def view(request: Request) -> Response:
     subfolder = query.get("subfolder", "")
     if "\0" in subfolder:
         raise HTTPError(400, "invalid_subfolder", "Invalid subfolder")
-    folder = inside(base, subfolder) if subfolder else base
-    path = inside(folder, filename) if folder is not None else None
-    if path is None:
-        raise HTTPError(403, "forbidden", "The file is outside its folder")
-    if not path.is_file():
-        raise HTTPError(404, "not_found", f"{filename} not found")
+    path = existing_file(base, subfolder, filename, "The file is outside its folder",
+                         f"{filename} not found")  # fmt: skip
     name = path.name
     preview, channel = query.get("preview"), query.get("channel", "")
     if preview is not None:
@@ -266,22 +261,8 @@ def save_upload(base: Path, subfolder: str, filename: str, data: bytes, overwrit
         path = inside(folder, name)
         if path is None or path.is_dir():
             raise HTTPError(400, "invalid_path", f"Cannot write {name!r} there")
-        _atomic_write(path, data)
+        atomic_write(path, data, 0o644)  # uploads are public to the server
     return name
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _original_path(request: Request, raw: Any) -> Path:
@@ -299,12 +280,20 @@ def _original_path(request: Request, raw: Any) -> Path:
     if not filename or _unsafe_part(filename) or not isinstance(subfolder, str):
         raise HTTPError(400, "invalid_original_ref", "original_ref names an invalid file")
     base = base_dir(request, annotated or str(ref.get("type") or "output"))
+    return existing_file(base, subfolder, filename, "original_ref is outside its folder",
+                         f"The original image {filename} was not found")  # fmt: skip
+
+
+def existing_file(base: Path, subfolder: str, filename: str, outside: str,
+                  missing: str) -> Path:  # fmt: skip
+    """``base/subfolder/filename``, confined to ``base`` (403 ``outside``) and present
+    (404 ``missing``)."""
     folder = inside(base, subfolder) if subfolder else base
     path = inside(folder, filename) if folder is not None else None
     if path is None:
-        raise HTTPError(403, "forbidden", "original_ref is outside its folder")
+        raise HTTPError(403, "forbidden", outside)
     if not path.is_file():
-        raise HTTPError(404, "not_found", f"The original image {filename} was not found")
+        raise HTTPError(404, "not_found", missing)
     return path
 
 

@@ -106,13 +106,16 @@ def _file_info(path: Path, relative_to: Path) -> dict[str, Any]:
             "modified": int(st.st_mtime * 1000), "created": int(st.st_ctime * 1000)}  # fmt: skip
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename it over ``path``."""
+def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write to a temporary file beside ``path``, then rename it over ``path``. The file
+    is private (0600) unless ``mode`` says otherwise."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with suppress(OSError):
