@@ -68,7 +68,7 @@ def edit_suspended(
             node_errors=checked.node_errors,
         )
     finished = set(plan["finished"])
-    affected = _downstream(Workflow.from_api(prompt), node_id) | {node_id}
+    affected = Workflow.from_api(prompt).descendants(node_id) | {node_id}
     if node_id not in finished:
         affected = {node_id}
     for in_flight in sorted(affected & set(plan["in_flight"])):
@@ -107,18 +107,3 @@ def edit_suspended(
         if isinstance(plan["ui"], dict):
             plan["ui"].pop(stale, None)
     return RunState(state.kind, state.run_id, plan, dict(state.blobs), state.reason)
-
-
-def _downstream(workflow: Workflow, node_id: str) -> set[str]:
-    consumers: dict[str, set[str]] = {}
-    for nid, spec in workflow.nodes.items():
-        for _, link in spec.links():
-            consumers.setdefault(link.node_id, set()).add(nid)
-    seen: set[str] = set()
-    stack = [node_id]
-    while stack:
-        for nxt in consumers.get(stack.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return seen

@@ -161,6 +161,18 @@ class Workflow:
                     result[link.node_id].add(node_id)
         return result
 
+    def descendants(self, node_id: str) -> set[str]:
+        """Every node that reads, directly or through others, an output of ``node_id``."""
+        consumers = self.consumers()
+        seen: set[str] = set()
+        stack = [node_id]
+        while stack:
+            for nxt in consumers.get(stack.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
+
 
 def is_api_format(document: Any) -> bool:
     """True for ``{id: {class_type, ...}}`` (possibly wrapped as ``{"prompt": {...}}``)."""

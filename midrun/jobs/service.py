@@ -425,10 +425,10 @@ class Jobs:
         if node_id == current:
             changed = {input_name}
         else:
-            upstream = _upstream_of(workflow, current)
+            upstream = set(workflow.ancestors([current])) - {current}
             if node_id not in upstream:
                 return  # downstream or parallel: it has not consumed anything yet
-            feeding = _upstream_of(workflow, node_id, inclusive=True, reverse=True)
+            feeding = workflow.descendants(node_id) | {node_id}
             changed = {n for n, link in workflow[current].links() if link.node_id in feeding}
         cold = sorted(changed - node_type.hot_inputs)
         if cold:
@@ -462,24 +462,3 @@ def apply_edits(workflow: Mapping[str, Any], edits: Iterable[Any]) -> dict[str, 
             e.new
         )
     return prompt
-
-
-def _upstream_of(
-    workflow: Workflow, node_id: str, *, inclusive: bool = False, reverse: bool = False
-) -> set[str]:
-    """Ancestors of ``node_id`` (or, with ``reverse``, its descendants)."""
-    edges: dict[str, set[str]] = {}
-    for nid, spec in workflow.nodes.items():
-        for _, link in spec.links():
-            if reverse:
-                edges.setdefault(link.node_id, set()).add(nid)
-            else:
-                edges.setdefault(nid, set()).add(link.node_id)
-    seen = {node_id} if inclusive else set()
-    stack = [node_id]
-    while stack:
-        for nxt in edges.get(stack.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return seen
