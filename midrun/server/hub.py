@@ -99,6 +99,7 @@ class Hub:
         self._unsubscribe: Any = None
         self.relay: Relay | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._learning: dict[str, list[dict[str, Any]]] = {}  # job id -> events held
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
@@ -206,7 +207,13 @@ class Hub:
         """One job event (``{"type": "midrun.<kind>", "job_id": ...}``), on the loop."""
         job_id = event.get("job_id")
         if job_id is not None and job_id not in self.runs:
-            self._spawn(self._learn_then_publish(job_id, event))
+            # One lookup per unknown job; its events wait for it, in their order.
+            waiting = self._learning.get(job_id)
+            if waiting is None:
+                self._learning[job_id] = [event]
+                self._spawn(self._learn_then_publish(job_id))
+            else:
+                waiting.append(event)
             return
         view = self.runs.get(job_id) if job_id else None
         kind = event["type"]
@@ -225,7 +232,7 @@ class Hub:
         if kind in ("midrun.completed", "midrun.failed", "midrun.aborted") and job_id:
             self.runs.pop(job_id, None)
 
-    async def _learn_then_publish(self, job_id: str, event: dict[str, Any]) -> None:
+    async def _learn_then_publish(self, job_id: str) -> None:
         from starlette.concurrency import run_in_threadpool
 
         try:
@@ -236,7 +243,8 @@ class Hub:
             extra = (job.extra_data or {}) if job else {}
             self.remember(job_id, extra.get("client_id"), job.owner if job else None,
                           job.workflow if job and job.kind == "workflow" else None)  # fmt: skip
-        self.publish(event)
+        for event in self._learning.pop(job_id, []):
+            self.publish(event)
 
     def _to_client(self, view: RunView, message: Any) -> None:
         if view.client_id is None:
