@@ -12,6 +12,8 @@ model card.
 
     python -m midrun.demo_model.train --out midrun/demo_model/weights
     python -m midrun.demo_model.train --finetune-decoder FOLDER   # the last stage alone
+    python -m midrun.demo_model.train --continue-unet FOLDER --unet-steps 4000 --unet-lr 2e-4
+                                      # more UNet + text encoder training on a saved folder
 
 Everything is seeded; the card records the command, seed, hardware, time and metrics.
 """
@@ -219,8 +221,13 @@ def train_unet(
     captions: list[str],
     log: Any,
     snapshot: Any = None,
+    start: tuple[Any, Any] | None = None,
+    seed_offset: int = 0,
 ) -> tuple[Any, Any, dict[str, float]]:
-    unet, text = unet_model(c).train(), text_model(c).train()
+    """Trains from fresh weights, or from ``start`` (a saved UNet and text encoder) with
+    the draws of ``seed + seed_offset`` so a continued run does not replay the first."""
+    unet, text = start if start else (unet_model(c), text_model(c))
+    unet, text = (m.float().train().requires_grad_(True) for m in (unet, text))
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
     params = [*unet.parameters(), *text.parameters()]
     optimiser = torch.optim.AdamW(params, lr=c.unet_lr, weight_decay=0.01)
@@ -229,8 +236,8 @@ def train_unet(
     alphas = 1.0 / (1.0 + betas_sigmas**2)  # alpha_bar_t
     unique = sorted(set(captions))
     token_rows = {cap: token_windows(cap)[0] for cap in [*unique, ""]}
-    generator = torch.Generator().manual_seed(c.seed + 2)
-    rng = random.Random(c.seed + 3)
+    generator = torch.Generator().manual_seed(c.seed + 2 + seed_offset)
+    rng = random.Random(c.seed + 3 + seed_offset)
     recent: list[float] = []
     for step in range(c.unet_steps):
         for group in optimiser.param_groups:
@@ -250,7 +257,7 @@ def train_unet(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
-        decay = min(c.ema, (1 + step) / (10 + step))
+        decay = c.ema if start else min(c.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for ema, live in ((ema_unet, unet), (ema_text, text)):
                 for e, p in zip(ema.parameters(), live.parameters(), strict=True):
@@ -326,8 +333,10 @@ def write_card(
         "UNet2DConditionModel) trained by midrun's own script on procedurally drawn coloured",
         "shapes (midrun/demo_model/shapes.py). Not a general image model.",
         "",
-        *[f"- stage {i + 1}: `{st['command']}` ({st['seconds'] / 60:.1f} min)"
-          for i, st in enumerate(stages)],
+        *[
+            f"- stage {i + 1}: `{st['command']}` ({st['seconds'] / 60:.1f} min)"
+            for i, st in enumerate(stages)
+        ],
         f"- seed: {c.seed}",
         f"- hardware: {card['hardware']}",
         f"- training time: {card['seconds'] / 60:.1f} min",
@@ -336,6 +345,65 @@ def write_card(
         "",
     ]
     (out / "MODEL_CARD.md").write_text("\n".join(lines), "utf-8")
+
+
+def _card_config(card: dict[str, Any], c: Config, fields: tuple[str, ...]) -> Config:
+    """The config a card records, with ``fields`` taken from ``c`` (a later stage's)."""
+    saved = {k: tuple(v) if isinstance(v, list) else v
+             for k, v in card["config"].items() if k in Config.__dataclass_fields__}  # fmt: skip
+    return Config(**{**saved, **{f: getattr(c, f) for f in fields}})
+
+
+def _add_stage(folder: Path, card: dict[str, Any], config: Config, metrics: dict[str, Any],
+               seconds: float) -> None:  # fmt: skip
+    stages = card.get("stages") or [{"command": card["command"], "seconds": card["seconds"]}]
+    stages.append({"command": _command(), "seconds": round(seconds, 1)})
+    write_card(folder, config, {**card["metrics"], **metrics}, 0.0, stages)
+
+
+def continue_folder(folder: Path, c: Config, log: Any = print) -> dict[str, Any]:
+    """More UNet + text encoder training on a saved folder, from its weights, with
+    ``c.unet_steps``, ``c.unet_lr`` and ``c.unet_batch``; the VAE and latent scale are kept.
+    Recorded in its card as a further stage."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    started = time.perf_counter()
+    card = json.loads((folder / "card.json").read_text("utf-8"))
+    config = _card_config(
+        card, c, ("unet_steps", "unet_lr", "unet_batch", "ema", "log_every", "snapshot_every")
+    )
+    torch.manual_seed(config.seed)
+    vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True).float().eval()
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True)
+    text = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True)
+    images, captions = render_dataset(config)
+    with torch.no_grad():
+        latents = encode_dataset(vae, images) * float(vae.config.scaling_factor)
+
+    def save(where: Path, unet: Any, text: Any) -> None:
+        for name, module in (("text_encoder", text), ("unet", unet)):
+            half = copy.deepcopy(module).to(torch.float16)
+            half.save_pretrained(where / name, safe_serialization=True)
+
+    def snapshot(step: int, unet: Any, text: Any, loss: float) -> None:
+        where = folder.with_name(f"{folder.name}-snapshot")
+        shutil.rmtree(where, ignore_errors=True)
+        shutil.copytree(folder, where)
+        save(where, unet, text)
+        log(f"snapshot at unet step {step} (loss {loss:.5f}): {where}")
+
+    done = sum(1 for st in card.get("stages", []) if "--continue-unet" in st["command"])
+    unet, text, metrics = train_unet(config, latents, captions, log, snapshot,
+                                     start=(unet, text), seed_offset=100 * (done + 1))  # fmt: skip
+    save(folder, unet, text)
+    total = card["metrics"].get("unet_steps_total", card["config"]["unet_steps"]) + c.unet_steps
+    metrics["unet_steps_total"] = total
+    seconds = time.perf_counter() - started
+    _add_stage(folder, card, _card_config(card, c, ()), metrics, seconds)
+    log(f"UNet trained {c.unet_steps} more steps ({total} in all) in {seconds / 60:.1f} min: "
+        f"{metrics}")  # fmt: skip
+    return metrics
 
 
 def finetune_folder(folder: Path, c: Config, log: Any = print) -> dict[str, Any]:
@@ -351,14 +419,10 @@ def finetune_folder(folder: Path, c: Config, log: Any = print) -> dict[str, Any]
                                c.seed + 4, log)  # fmt: skip
     vae.to(torch.float16).save_pretrained(folder / "vae", safe_serialization=True)
     card = json.loads((folder / "card.json").read_text("utf-8"))
-    stages = card.get("stages") or [{"command": card["command"], "seconds": card["seconds"]}]
-    stages.append({"command": _command(), "seconds": round(time.perf_counter() - started, 1)})
-    config = Config(**{**{k: tuple(v) if isinstance(v, list) else v
-                          for k, v in card["config"].items() if k in Config.__dataclass_fields__},
-                       "decoder_steps": c.decoder_steps, "decoder_batch": c.decoder_batch,
-                       "decoder_lr": c.decoder_lr})  # fmt: skip
-    write_card(folder, config, {**card["metrics"], **metrics}, 0.0, stages)
-    log(f"decoder fine-tuned in {stages[-1]['seconds'] / 60:.1f} min: {metrics}")
+    config = _card_config(card, c, ("decoder_steps", "decoder_batch", "decoder_lr"))
+    seconds = time.perf_counter() - started
+    _add_stage(folder, card, config, metrics, seconds)
+    log(f"decoder fine-tuned in {seconds / 60:.1f} min: {metrics}")
     return metrics
 
 
@@ -398,19 +462,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "weights"))
     parser.add_argument("--finetune-decoder", metavar="FOLDER", default=None,
                         help="run only the decoder stage on a trained folder")  # fmt: skip
+    parser.add_argument("--continue-unet", metavar="FOLDER", default=None,
+                        help="train a saved folder's UNet and text encoder further")  # fmt: skip
     for field, default in asdict(Config()).items():
         if isinstance(default, tuple):
             continue
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args(argv)
-    values = {k: v for k, v in vars(args).items() if k not in ("out", "finetune_decoder")}
+    stages = ("out", "finetune_decoder", "continue_unet")
+    values = {k: v for k, v in vars(args).items() if k not in stages}
     config = Config(**values)
     started = time.perf_counter()
 
     def log(message: str) -> None:
         print(f"[{(time.perf_counter() - started) / 60:6.1f} min] {message}", flush=True)
 
-    if args.finetune_decoder:
+    if args.continue_unet:
+        continue_folder(Path(args.continue_unet), config, log)
+    elif args.finetune_decoder:
         finetune_folder(Path(args.finetune_decoder), config, log)
     else:
         train(config, Path(args.out), log)

@@ -44,6 +44,22 @@ def test_a_short_training_run_gives_a_loadable_model(tmp_path: Path, monkeypatch
     assert not torch.equal(before.decoder.conv_out.weight, after.decoder.conv_out.weight)
     card = json.loads((out / "card.json").read_text())
     assert len(card["stages"]) == 2 and card["config"]["decoder_steps"] == 2
+
+    # More UNet training on the saved folder: UNet and text encoder move, the VAE does not.
+    from diffusers import UNet2DConditionModel
+
+    unet_before = UNet2DConditionModel.from_pretrained(out / "unet").conv_in.weight
+    train.continue_folder(out, train.Config(images=48, unet_steps=2, unet_batch=4, ema=0.5,
+                                            log_every=1), lines.append)  # fmt: skip
+    assert any(line.startswith("unet 2/2") for line in lines)
+    assert not torch.equal(
+        unet_before, UNet2DConditionModel.from_pretrained(out / "unet").conv_in.weight
+    )
+    again = AutoencoderKL.from_pretrained(out / "vae")
+    assert torch.equal(after.decoder.conv_out.weight, again.decoder.conv_out.weight)
+    card = json.loads((out / "card.json").read_text())
+    assert len(card["stages"]) == 3 and card["metrics"]["unet_steps_total"] == 5
+    assert card["config"]["unet_steps"] == 3  # the first run's config stays on record
     runtime = DiffusionRuntime.create(tmp_path / "models", device="cpu",
                                       output_dir=tmp_path / "out")  # fmt: skip
     loaded = runtime.checkpoint("midrun-demo")
