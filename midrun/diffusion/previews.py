@@ -3,7 +3,8 @@
 Methods: ``latent2rgb`` (a 4x3 linear map per family, ~free), ``taesd`` (a TAESD-
 architecture decoder, diffusers ``AutoencoderTiny``, when its weights are in
 ``models/vae_approx/taesd`` or ``taesdxl``), ``vae`` (the job's own VAE), ``auto`` (TAESD
-if present, else latent2rgb) and ``none``. A :class:`PreviewHook` watches the sampler's
+if present, else the job's own VAE when it is as small as a TAESD, such as the demo
+model's, else latent2rgb) and ``none``. A :class:`PreviewHook` watches the sampler's
 step control points and hands due estimates to one worker thread that keeps only the
 newest pending request, so a slow decoder drops previews instead of stalling steps.
 """
@@ -28,6 +29,8 @@ from midrun.engine.control import ControlPoint, Directive, Hook, Position
 log = logging.getLogger(__name__)
 
 METHODS = ("none", "auto", "latent2rgb", "taesd", "vae")
+#: A VAE this small decodes previews about as cheaply as TAESD (2.4M parameters).
+SMALL_VAE_PARAMETERS = 5_000_000
 TAESD_FOLDERS = {"sd15": "taesd", "sdxl": "taesdxl"}
 
 
@@ -96,9 +99,12 @@ class PreviewDecoder:
         self._taesd[fam.name] = decoder
         return decoder
 
-    def resolve(self, method: str, fam: Family) -> str:
+    def resolve(self, method: str, fam: Family, vae: Any = None) -> str:
+        """The method used: ``auto`` gives ``vae`` only when a small VAE was handed over."""
         if method == "auto":
-            return "taesd" if self.taesd(fam) is not None else "latent2rgb"
+            if self.taesd(fam) is not None:
+                return "taesd"
+            return "vae" if vae is not None else "latent2rgb"
         if method == "taesd" and self.taesd(fam) is None:
             log.warning("no TAESD decoder for %s in vae_approx/; using latent2rgb", fam.name)
             return "latent2rgb"
@@ -159,6 +165,7 @@ class PreviewHook(Hook):
         self._pending: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=1)
         self._thread: threading.Thread | None = None
         self._stream: Any = None
+        self._vae_sizes: dict[int, int] = {}
         self.dropped = 0
 
     def due(self, step: int) -> bool:
@@ -180,7 +187,7 @@ class PreviewHook(Hook):
         # model's differ from stock SD1.5's); a detached state falls back to the stock one.
         fam = model.family if model is not None else family(state["model_desc"]["family"])
         vae = None
-        if model is not None and self.settings.method == "vae":
+        if model is not None and self._decodes_with_vae(model.base.components.vae):
             from midrun.diffusion.models import VAEModel
 
             vae = VAEModel(model.base.components.vae, fam, model.base.placement)
@@ -193,6 +200,16 @@ class PreviewHook(Hook):
         )  # fmt: skip
         self._submit(request)
         return None
+
+    def _decodes_with_vae(self, module: Any) -> bool:
+        if self.settings.method == "vae":
+            return True
+        if self.settings.method != "auto":
+            return False
+        count = self._vae_sizes.get(id(module))
+        if count is None:
+            count = self._vae_sizes[id(module)] = sum(p.numel() for p in module.parameters())
+        return count <= SMALL_VAE_PARAMETERS
 
     def _submit(self, request: tuple[Any, ...]) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -216,7 +233,7 @@ class PreviewHook(Hook):
                 return
             run_id, node_id, step, total, latent, fam, vae, ready = request
             try:
-                method = self.decoder.resolve(self.settings.method, fam)
+                method = self.decoder.resolve(self.settings.method, fam, vae)
                 if ready is not None:
                     image = self._decode_on_side_stream(latent, fam, method, vae, ready)
                 else:

@@ -97,6 +97,39 @@ def parse_spec(data: Mapping[str, Any]) -> Breakpoint:
         raise BreakpointError("The condition or log message nests too deeply") from None
 
 
+CANVAS_PROPERTY = "midrun.breakpoints"
+
+
+def from_canvas(document: Any, node_ids: Iterable[str]) -> list[Breakpoint]:
+    """The breakpoints a canvas workflow (UI format, as the frontend sends it in
+    ``extra_data.extra_pnginfo.workflow``) keeps on its nodes: a list of breakpoint specs
+    without ``node_id`` in each node's ``properties["midrun.breakpoints"]``. Nodes the
+    job does not run (muted, bypassed, notes) are skipped; a malformed spec is refused
+    with its node named."""
+    if not isinstance(document, Mapping) or not isinstance(document.get("nodes"), list):
+        return []
+    wanted, found = set(node_ids), []
+    for node in document["nodes"]:
+        if not isinstance(node, Mapping) or not isinstance(node.get("properties"), Mapping):
+            continue
+        specs = node["properties"].get(CANVAS_PROPERTY)
+        node_id = str(node.get("id"))
+        if specs is None or node_id not in wanted:
+            continue
+        if not isinstance(specs, list):
+            raise BreakpointError(f"Node {node_id}: {CANVAS_PROPERTY} must be a list",
+                                  node_id=node_id)  # fmt: skip
+        for spec in specs:
+            if not isinstance(spec, Mapping):
+                raise BreakpointError(f"Node {node_id}: a breakpoint is a JSON object",
+                                      node_id=node_id)  # fmt: skip
+            try:
+                found.append(parse_spec({**spec, "node_id": node_id}))
+            except BreakpointError as exc:
+                raise BreakpointError(f"Node {node_id}: {exc.message}", node_id=node_id) from None
+    return found
+
+
 def _optional(data: Mapping[str, Any], name: str, kind: type, what: str) -> Any:
     value = data.get(name)
     if value is None:
@@ -146,22 +179,37 @@ def create(
         raise BreakpointError("A breakpoint belongs to exactly one job or one workflow")
     bp = parse_spec(data)
     nodes = _nodes_of(service, job_id, workflow_id)
+    check_nodes(bp, nodes, f"job {job_id}" if job_id else f"workflow {workflow_id}")
+    with service.db.begin() as conn:
+        insert_breakpoint(service, conn, bp, job_id=job_id, workflow_id=workflow_id,
+                          actor=actor)  # fmt: skip
+        row = _row(conn, bp.id)
+    _poke(service, job_id)
+    return public(row)
+
+
+def check_nodes(bp: Breakpoint, nodes: set[str] | Mapping[str, Any] | None, where: str) -> None:
+    """Refuses a breakpoint on a node that ``nodes`` (ids, or a job row) does not have."""
+    if isinstance(nodes, Mapping):
+        workflow = nodes.get("workflow") if nodes.get("kind", "workflow") == "workflow" else None
+        nodes = set(workflow) if isinstance(workflow, Mapping) else None
     if nodes is not None and bp.node_id not in nodes:
-        where = f"job {job_id}" if job_id else f"workflow {workflow_id}"
         raise BreakpointError(
             f"No node {bp.node_id!r} in {where}; its nodes are {', '.join(sorted(nodes))}",
             node_id=bp.node_id,
         )
+
+
+def insert_breakpoint(service: Jobs, conn: Connection, bp: Breakpoint, *,
+                      job_id: str | None = None, workflow_id: str | None = None,
+                      actor: str | None = None) -> None:  # fmt: skip
+    """Store ``bp`` on a job or a workflow, in the caller's transaction, and log it."""
     bp.workflow_id, bp.run_id = workflow_id, job_id
-    with service.db.begin() as conn:
-        conn.execute(insert(breakpoints), {
-            "id": bp.id, "workflow_id": workflow_id, "job_id": job_id, "spec": bp.to_json(),
-            "enabled": bp.enabled, "created_at": now()})  # fmt: skip
-        service.store.event(conn, job_id, "breakpoint_set", actor=actor, node_id=bp.node_id,
-                            breakpoint_id=bp.id, workflow_id=workflow_id)  # fmt: skip
-        row = _row(conn, bp.id)
-    _poke(service, job_id)
-    return public(row)
+    conn.execute(insert(breakpoints), {
+        "id": bp.id, "workflow_id": workflow_id, "job_id": job_id, "spec": bp.to_json(),
+        "enabled": bp.enabled, "created_at": now()})  # fmt: skip
+    service.store.event(conn, job_id, "breakpoint_set", actor=actor, node_id=bp.node_id,
+                        breakpoint_id=bp.id, workflow_id=workflow_id)  # fmt: skip
 
 
 def _nodes_of(service: Jobs, job_id: str | None, workflow_id: str | None) -> set[str] | None:

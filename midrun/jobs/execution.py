@@ -16,7 +16,7 @@ from midrun.engine.runstate import RunState
 from midrun.engine.workflow_plan import RunContext
 from midrun.graph.workflow import Workflow
 from midrun.jobs.hook import EDIT, JobHook
-from midrun.jobs.previews import PreviewRecorder
+from midrun.jobs.previews import PreviewRecorder, preview_every
 from midrun.jobs.records import Job
 from midrun.jobs.service import apply_edits
 from midrun.jobs.states import JobConflict, JobState
@@ -47,7 +47,8 @@ class Execution:
         self.job = job
         self.worker_id = worker_id
         self.hook = JobHook(service, job.id)
-        self.previews = PreviewRecorder(service, job.id) if service.runtime is not None else None
+        self.previews = (PreviewRecorder(service, job.id, preview_every(job.extra_data))
+                         if service.runtime is not None else None)  # fmt: skip
 
     async def run(self) -> Job | None:
         """Run the job until it completes, fails, pauses or aborts; returns its row."""

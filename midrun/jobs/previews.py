@@ -4,26 +4,56 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from midrun.core.errors import MidrunError
 
 if TYPE_CHECKING:
     from midrun.jobs.service import Jobs
 
 _EXT = {"image/jpeg": "jpg", "image/webp": "webp", "image/png": "png"}
+MAX_EVERY = 1000
+
+
+class InvalidPreviewInterval(MidrunError):
+    type = "invalid_preview_interval"
+
+
+def preview_every(extra_data: Mapping[str, Any] | None) -> int | None:
+    """A job's own preview interval (``extra_data.midrun.preview_every``: a preview every
+    N sampler steps), if it asks for one; raises :class:`InvalidPreviewInterval`."""
+    options = (extra_data or {}).get("midrun")
+    if options is None:
+        return None
+    if not isinstance(options, Mapping):
+        raise InvalidPreviewInterval("extra_data.midrun must be an object")
+    every = options.get("preview_every")
+    if every is None:
+        return None
+    if isinstance(every, bool) or not isinstance(every, int) or not 1 <= every <= MAX_EVERY:
+        raise InvalidPreviewInterval(
+            f"extra_data.midrun.preview_every must be a whole number of steps from 1 to "
+            f"{MAX_EVERY}, got {every!r}")  # fmt: skip
+    return every
 
 
 class PreviewRecorder:
     """Plugs the diffusion layer's PreviewHook into a job: each preview is written as
     ``jobs/{id}/previews/{node}_{step}.{ext}`` and appended to the job's index."""
 
-    def __init__(self, service: Jobs, job_id: str) -> None:
+    def __init__(self, service: Jobs, job_id: str, every_steps: int | None = None) -> None:
         from midrun.diffusion.previews import PreviewHook
 
         self.service = service
         self.job_id = job_id
         self._lock = threading.Lock()
-        self.hook = PreviewHook(self._record, service.preview_settings, service.runtime)
+        settings = service.preview_settings
+        if every_steps is not None:
+            settings = replace(settings, every_steps=every_steps)
+        self.hook = PreviewHook(self._record, settings, service.runtime)
 
     def _record(self, preview: Any) -> None:
         ext = _EXT.get(preview.mime, "bin")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,11 +19,13 @@ from sqlalchemy import select, update
 
 from midrun.core.errors import MidrunError
 from midrun.core.ids import new_id
+from midrun.debug.breakpoints import Breakpoint
 from midrun.engine.edits import EditError, edit_suspended
 from midrun.engine.executor import WorkflowInvalidError
 from midrun.graph.registry import NodeRegistry
 from midrun.graph.validation import validate
 from midrun.graph.workflow import Workflow, as_link
+from midrun.jobs.previews import preview_every
 from midrun.jobs.records import Job, JobStore
 from midrun.jobs.settings import JobSettings
 from midrun.jobs.signals import EventBus, Signals
@@ -101,6 +103,7 @@ class Jobs:
         targets: list[str] | None = None,
     ) -> dict[str, Any]:
         job_id = check_key(job_id) if job_id else new_id()
+        preview_every(extra_data)  # refused here, not when the job starts
         if kind == "workflow":
             document = self.check_workflow(workflow, targets)
         else:
@@ -125,13 +128,32 @@ class Jobs:
         }
 
     def submit(
-        self, workflow: Mapping[str, Any], *, front: bool = False, **fields: Any
+        self,
+        workflow: Mapping[str, Any],
+        *,
+        front: bool = False,
+        breakpoints: Sequence[Breakpoint] = (),
+        **fields: Any,
     ) -> Job:
         """Queue one job (an API workflow, or ``{"graph", "input"}`` with
-        ``kind="stategraph"``). ``front`` puts it ahead of everything queued."""
-        return self.enqueue([self.job_row(workflow, **fields)], front=front)[0]
+        ``kind="stategraph"``). ``front`` puts it ahead of everything queued;
+        ``breakpoints`` (parsed with :func:`midrun.jobs.breakpoints.parse_spec`) are set on
+        it in the same transaction, so none can be missed by a worker starting it at once."""
+        row = self.job_row(workflow, **fields)
+        return self.enqueue([row], front=front, breakpoints={row["id"]: breakpoints})[0]
 
-    def enqueue(self, rows: list[dict[str, Any]], *, front: bool = False) -> list[Job]:
+    def enqueue(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        front: bool = False,
+        breakpoints: Mapping[str, Sequence[Breakpoint]] | None = None,
+    ) -> list[Job]:
+        from midrun.jobs.breakpoints import check_nodes, insert_breakpoint
+
+        for row in rows:
+            for bp in (breakpoints or {}).get(row["id"], ()):
+                check_nodes(bp, row, f"job {row['id']}")
         with self.db.begin() as conn:
             number = self.store.next_number(conn, front=front)
             for i, row in enumerate(rows):
@@ -139,6 +161,8 @@ class Jobs:
             self.store.insert(conn, rows)
             for row in rows:
                 self.store.event(conn, row["id"], "queued", actor=row.get("owner"))
+                for bp in (breakpoints or {}).get(row["id"], ()):
+                    insert_breakpoint(self, conn, bp, job_id=row["id"], actor=row.get("owner"))
         created = [Job.from_mapping(row) for row in rows]
         for job in created:
             self.bus.emit("queued", job_id=job.id, number=job.number)

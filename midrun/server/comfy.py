@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket
 
 from midrun.core.errors import MidrunError
 from midrun.engine.executor import WorkflowInvalidError
+from midrun.jobs import breakpoints
 from midrun.jobs.records import Job
 from midrun.jobs.states import JobConflict, JobNotFound, JobState
 from midrun.server.app import both, both_ws
@@ -28,6 +29,7 @@ from midrun.server.auth import current_user
 from midrun.server.errors import HTTPError, json_body
 from midrun.server.hub import SERVER_FLAGS, queue_remaining
 from midrun.server.state import Server
+from midrun.server.userdata import preview_interval
 from midrun.store.schema import jobs, now
 
 SENSITIVE = ("auth_token_comfy_org", "api_key_comfy_org")
@@ -82,12 +84,20 @@ async def post_prompt(request: Request) -> Response:
     if isinstance(client_id, str) and client_id:
         extra["client_id"] = client_id
     extra["create_time"] = int(now().timestamp() * 1000)
+    options = extra.get("midrun")
+    if options is None or (isinstance(options, dict) and "preview_every" not in options):
+        every = await run_in_threadpool(preview_interval, request)
+        if every is not None:
+            extra["midrun"] = {**(options or {}), "preview_every": every}
     front = bool(body.get("front"))
     job_id = prompt_id or str(uuid.uuid4())
     try:
+        pnginfo = extra.get("extra_pnginfo")
+        canvas = pnginfo.get("workflow") if isinstance(pnginfo, dict) else None
+        stops = breakpoints.from_canvas(canvas, prompt)
         job = await run_in_threadpool(
             server.jobs.submit, prompt, front=front, job_id=job_id, owner=user.name,
-            extra_data=extra, targets=targets or None)  # fmt: skip
+            extra_data=extra, targets=targets or None, breakpoints=stops)  # fmt: skip
     except WorkflowInvalidError as exc:
         info = dict(exc.extra_info)
         node_errors = info.pop("node_errors", {})
@@ -349,8 +359,9 @@ def job_object(job: Job, *, detail: bool = False) -> dict[str, Any]:
     if workflow_id:
         out["workflow_id"] = workflow_id
     out["midrun"] = {"state": job.state.value, "progress": job.progress or {},
-                     "batch_id": job.batch_id, "owner": job.owner,
-                     "paused_by": job.paused_by}  # fmt: skip
+                     "batch_id": job.batch_id, "batch_index": job.batch_index,
+                     "owner": job.owner, "paused_by": job.paused_by,
+                     "reason": job.request_reason}  # fmt: skip
     if detail:
         out["outputs"] = {k: v for k, v in (job.outputs or {}).items()
                           if k not in ("partial", "state") and isinstance(v, dict)}  # fmt: skip

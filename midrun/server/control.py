@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from midrun.core.errors import MidrunError
+from midrun.graph.workflow import Workflow
 from midrun.jobs import batches, pipeline, workflows
 from midrun.jobs import breakpoints as bps
 from midrun.jobs.records import Job
@@ -357,6 +358,34 @@ async def get_state(request: Request) -> Response:
     return ok(await call(job_state, jobs_of(request), job.id))
 
 
+def job_parameters(service: Jobs, job_id: str) -> list[dict[str, Any]]:
+    """The job's parameters as it will run: pending edits applied, each edited one with
+    its first value (``original``) and, while pending, the edit's id (``edit_id``)."""
+    from midrun.graph.parameters import extract_parameters
+
+    job = service.get(job_id)
+    if job.kind != "workflow":
+        return []
+    params = extract_parameters(Workflow.from_api(current_workflow(service, job)),
+                                service.registry)  # fmt: skip
+    modified = service.debug_state(job_id)["modified_params_json"]
+    pending = {(e["node_id"], e["input_name"]): e["id"]
+               for e in service.store.edits(job_id, status="pending")}  # fmt: skip
+    for param in params:
+        key = (param["node_id"], param["field"])
+        entry = modified.get(f"{key[0]}.{key[1]}")
+        if isinstance(entry, dict) and "old" in entry:
+            param["original"] = entry["old"]
+        if key in pending:
+            param["edit_id"] = pending[key]
+    return params
+
+
+async def get_job_parameters(request: Request) -> Response:
+    job, _ = await owned_job(request)
+    return ok(await call(job_parameters, jobs_of(request), job.id))
+
+
 def current_workflow(service: Jobs, job: Job) -> dict[str, Any]:
     """The job's workflow with its pending edits applied (what it will run with)."""
     prompt = json.loads(json.dumps(job.workflow))
@@ -597,7 +626,6 @@ def _sweep_length(item: Mapping[str, Any], where: str) -> None:
 def make_batch(service: Jobs, saved: dict[str, Any], parameters: dict[str, Any],
                count: int | None, variations: list[Any], owner: str) -> dict[str, Any]:  # fmt: skip
     from midrun.graph.parameters import apply_parameters
-    from midrun.graph.workflow import Workflow
 
     document = saved["workflow"]
     used = {**(saved["default_parameters"] or {}), **parameters}
@@ -707,6 +735,7 @@ ROUTES: list[tuple[str, str, Endpoint]] = [
     ("GET", "/api/jobs/{job_id}/debug", get_debug),
     ("GET", "/api/jobs/{job_id}/events", get_events),
     ("GET", "/api/jobs/{job_id}/state", get_state),
+    ("GET", "/api/jobs/{job_id}/parameters", get_job_parameters),
     ("GET", "/api/jobs/{job_id}/diff", get_diff),
     ("POST", "/api/jobs/{job_id}/step", step_job),
     ("POST", "/api/jobs/{job_id}/breakpoints", post_job_breakpoint),

@@ -26,6 +26,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from midrun.diffusion.paths import KINDS, WEIGHT_SUFFIXES, ModelPaths
+from midrun.graph.ui_layout import api_to_ui
+from midrun.graph.workflow import Workflow, is_api_format
 from midrun.server.app import both
 from midrun.server.errors import HTTPError
 from midrun.server.userdata import atomic_write
@@ -397,11 +399,21 @@ async def empty_dict(request: Request) -> JSONResponse:
     return JSONResponse({})
 
 
+async def empty_list(request: Request) -> JSONResponse:
+    return JSONResponse([])
+
+
+async def no_user_css(request: Request) -> Response:
+    """The page links ``user.css`` beside itself; midrun keeps users' styles in their user
+    directory (``/api/userdata/user.css``), so this one is empty."""
+    return Response("", media_type="text/css", headers={"Cache-Control": "no-cache"})
+
+
 async def extensions(request: Request) -> JSONResponse:
     if not WEB_DIR.is_dir():
         return JSONResponse([])
-    scripts = sorted(p.relative_to(WEB_DIR).as_posix() for p in WEB_DIR.rglob("*.js")
-                     if p.is_file())  # fmt: skip
+    # The entry modules; helpers in sub-folders are imported by them, not loaded alone.
+    scripts = sorted(p.name for p in WEB_DIR.glob("*.js") if p.is_file())
     return JSONResponse([f"/extensions/midrun/{quote(s)}" for s in scripts])
 
 
@@ -411,6 +423,8 @@ async def workflow_templates(request: Request) -> JSONResponse:
 
 
 async def workflow_template(request: Request) -> Response:
+    """An example workflow as the canvas loads it: API-format examples are laid out as a
+    UI-format document (``/?template=NAME&source=midrun`` opens one)."""
     module, name = request.path_params["module"], request.path_params["name"]
     if module != TEMPLATE_MODULE or not TEMPLATE_NAME.match(name):
         raise HTTPError(404, "not_found", f"No workflow template {module}/{name}")
@@ -418,7 +432,10 @@ async def workflow_template(request: Request) -> Response:
     path = inside(examples, f"{name}.json")
     if path is None or path.parent != examples or not path.is_file():
         raise HTTPError(404, "not_found", f"No workflow template {module}/{name}")
-    return FileResponse(path, media_type="application/json")
+    document = json.loads(path.read_text(encoding="utf-8"))
+    if is_api_format(document):
+        document = api_to_ui(Workflow.from_api(document), _server(request).registry)
+    return JSONResponse(document)
 
 
 def routes() -> list[BaseRoute]:
@@ -437,5 +454,10 @@ def routes() -> list[BaseRoute]:
         *both("/workflow_templates/{module}/{name}.json", workflow_template),
         *both("/node_replacements", empty_dict),
         *both("/global_subgraphs", empty_dict),
-        Route("/internal/folder_paths", folder_paths),  # /internal is bare only in ComfyUI
+        Route("/internal/folder_paths", folder_paths),
+        # The core template library (ComfyUI's models, which midrun does not have) is empty;
+        # midrun's own workflows are under /api/workflow_templates.
+        Route("/templates/index.json", empty_list),
+        Route("/templates/index_logo.json", empty_dict),
+        Route("/user.css", no_user_css),  # /internal is bare only in ComfyUI
     ]

@@ -3,16 +3,33 @@ and midrun's frontend extension (plain ES modules) under ``/extensions/midrun/``
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 WEB = Path(__file__).parent / "web"  # midrun's extension modules
+#: The page talks to this server only: no fonts, update checks or telemetry from elsewhere;
+#: scripts are the server's files and the page's own inline scripts (by hash).
+CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval' {inline}; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data: blob:; media-src 'self' blob:; font-src 'self' data:; "
+       "connect-src 'self' ws: wss: data: blob:; worker-src 'self' blob:; object-src 'none'; "
+       "base-uri 'self'; frame-ancestors 'self'")  # fmt: skip
+INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
+
+
+def content_policy(page: str) -> str:
+    """The page's Content-Security-Policy, allowing exactly its inline scripts."""
+    hashes = [base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+              for body in INLINE_SCRIPT.findall(page)]  # fmt: skip
+    return CSP.format(inline=" ".join(f"'sha256-{h}'" for h in hashes))
 
 
 def package_dir() -> Path | None:
@@ -43,12 +60,27 @@ async def _missing(request: Request) -> Response:
         "'midrun[server]'</code>), then reload.</p>", status_code=200)  # fmt: skip
 
 
+def _page(static: Path) -> Any:
+    index = static / "index.html"
+    policy = content_policy(index.read_text(encoding="utf-8"))
+
+    async def page(request: Request) -> Response:
+        """The canvas page, allowed to talk to this server only."""
+        response = FileResponse(index, media_type="text/html")
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["Content-Security-Policy"] = policy
+        return response
+
+    return page
+
+
 def routes(server: Any) -> list[BaseRoute]:
     out: list[BaseRoute] = []
     if WEB.is_dir():
         out.append(Mount("/extensions/midrun", app=NoCache(directory=WEB), name="midrun-web"))
     static = server.config.frontend_dir or package_dir()
     if static is not None:
+        out.append(Route("/", _page(Path(static))))
         out.append(Mount("/", app=NoCache(directory=static, html=True), name="frontend"))
     else:
         out.append(Route("/", _missing))

@@ -218,6 +218,10 @@ def _jobs() -> dict[str, Any]:
         "/api/jobs/{job_id}/state": {"get": op(
             "jobStanding", "Where the job stands: state, node, step, pending edits, outputs",
             "jobs", params=(JOB_ID,), result=ref("JobStanding"), errors=(404,))},
+        "/api/jobs/{job_id}/parameters": {"get": op(
+            "jobParameters", "The job's parameters as it will run (pending edits applied; "
+            "edited ones with their original value and pending edit id)", "jobs",
+            params=(JOB_ID,), result=array(ref("Parameter")), errors=(404,))},
         "/api/jobs/{job_id}/diff": {"get": op(
             "jobDiff", "How two jobs' inputs differ; without from/to, the job's original "
             "workflow against its current one", "jobs",

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute
 
+from midrun.jobs.previews import MAX_EVERY
 from midrun.server.app import both
 from midrun.server.auth import current_user
 from midrun.server.errors import HTTPError, json_body
@@ -79,8 +80,25 @@ def user_root(request: Request) -> Path:
     root = (base / name).resolve()
     if name in ("", ".", "..") or root.parent != base:
         raise HTTPError(403, "forbidden", f"User {name!r} cannot have a user directory")
-    root.mkdir(parents=True, exist_ok=True)
+    if not root.is_dir():
+        _create_user_dir(root)
     return root
+
+
+#: What a new user directory holds, so the canvas's start-up reads find them (it asks for
+#: these on every load; a 404 for each would be logged as an error in the browser).
+USER_SKELETON_DIRS = ("workflows", "subgraphs")
+USER_SKELETON_FILES = {"user.css": b"/* Your styles for the canvas. */\n",
+                       "comfy.templates.json": b"[]"}  # fmt: skip
+
+
+def _create_user_dir(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for name in USER_SKELETON_DIRS:
+        (root / name).mkdir(exist_ok=True)
+    for name, data in USER_SKELETON_FILES.items():
+        if not (root / name).exists():
+            atomic_write(root / name, data)
 
 
 def confined(root: Path, relative: str, *, allow_root: bool = False) -> Path:
@@ -144,6 +162,18 @@ async def post_users(request: Request) -> JSONResponse:
 
 def _settings_path(request: Request) -> Path:
     return user_root(request) / SETTINGS_FILE
+
+
+PREVIEW_SETTING = "midrun.Preview.EverySteps"
+
+
+def preview_interval(request: Request) -> int | None:
+    """The caller's preview interval setting (the canvas's midrun settings), if set to a
+    whole number of steps."""
+    value = read_settings(_settings_path(request)).get(PREVIEW_SETTING)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value):
+        return int(value) if 1 <= value <= MAX_EVERY else None
+    return None
 
 
 def read_settings(path: Path) -> dict[str, Any]:

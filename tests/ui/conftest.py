@@ -1,0 +1,114 @@
+"""The canvas in a real browser: Debian's Chromium (``/usr/bin/chromium``, never a
+downloaded one) driven by Playwright, against a real midrun server with the shipped demo
+model, SQLite in a temporary folder. Each test saves screenshots under
+``artifacts/ui/`` (or ``$MIDRUN_ARTIFACTS``) and asserts they are not blank."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from midrun.server.config import ServerConfig
+from tests.server.conftest import FAST, LiveServer, free_port, start_server
+
+CHROMIUM = os.environ.get("MIDRUN_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("MIDRUN_ARTIFACTS", Path(__file__).parents[2] / "artifacts" / "ui"))
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update"]  # fmt: skip
+VIEWPORT = {"width": 1440, "height": 900}
+
+
+def _browser_or_fail() -> None:
+    if os.environ.get("MIDRUN_SKIP_BROWSER") == "1":
+        pytest.skip("MIDRUN_SKIP_BROWSER=1")
+    if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium (or set "
+                    "MIDRUN_SKIP_BROWSER=1 to leave the browser tests out)")  # fmt: skip
+
+
+@dataclass
+class Canvas:
+    """One page of the canvas, what it logged, and the requests it made."""
+
+    page: Any
+    server: LiveServer
+    console: list[tuple[str, str]] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+
+    def errors(self) -> list[str]:
+        return [text for kind, text in self.console if kind in ("error", "pageerror")]
+
+    def shot(self, name: str) -> Path:
+        """A screenshot that must show something: many colours, not one flat fill."""
+        from PIL import Image
+
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        data = self.page.screenshot(path=str(path))
+        assert_not_blank(Image.open(io.BytesIO(data)), name)
+        return path
+
+    def js(self, script: str, arg: Any = None) -> Any:
+        return self.page.evaluate(script, arg)
+
+    def wait_js(self, script: str, arg: Any = None, timeout: float = 60_000) -> Any:
+        return self.page.wait_for_function(script, arg=arg, timeout=timeout).json_value()
+
+
+def assert_not_blank(image: Any, name: str) -> None:
+    small = image.convert("RGB").resize((160, 100))
+    colours = len(small.getcolors(maxcolors=small.width * small.height) or [])
+    extrema = small.convert("L").getextrema()
+    assert colours > 50 and extrema[1] - extrema[0] > 60, (
+        f"screenshot {name} looks blank ({colours} colours, range {extrema})")
+
+
+@pytest.fixture(scope="module")
+def live_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server with an empty models folder: the shipped demo model is what it offers."""
+    _browser_or_fail()
+    root = tmp_path_factory.mktemp("canvas")
+    (root / "models").mkdir()
+    config = ServerConfig(host="127.0.0.1", port=free_port(), data_dir=root / "data",
+                          models_dir=root / "models", devices=("cpu",))  # fmt: skip
+    server = start_server(config, FAST)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(live_demo: LiveServer) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield instance
+        instance.close()
+
+
+def open_canvas(browser: Any, server: LiveServer) -> Canvas:
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    canvas = Canvas(page, server)
+    page.on("console", lambda m: canvas.console.append((m.type, m.text)))
+    page.on("pageerror", lambda e: canvas.console.append(("pageerror", str(e))))
+    page.on("request", lambda r: canvas.requests.append(r.url))
+    page.goto(server.url + "/")
+    page.wait_for_function("() => window.midrun && window.app?.graph?.nodes?.length > 0",
+                           timeout=60_000)  # fmt: skip
+    return canvas
+
+
+@pytest.fixture(scope="module")
+def canvas(browser: Any, live_demo: LiveServer) -> Iterator[Canvas]:
+    """One page shared by the module's tests, which run in order, like a user's session."""
+    page = open_canvas(browser, live_demo)
+    yield page
+    page.page.context.close()

