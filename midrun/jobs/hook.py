@@ -63,10 +63,13 @@ class JobHook(Hook):
     async def on_point(self, point: ControlPoint) -> Directive | None:
         if not self._begun:
             self._begin()
-        refire, self._refire = self._refire, None
-        if refire is not None and (point.position != Position.BEFORE
-                                   or point.node_id != refire[0]):  # fmt: skip
-            refire = None
+        # The first point after the ones replayed (models reloaded) is where the job
+        # stopped: its breakpoint does not fire again.
+        refire = None
+        if self._refire is not None and point.node_id not in self._replayed:
+            refire, self._refire = self._refire, None
+            if point.position != Position.BEFORE or point.node_id != refire[0]:
+                refire = None
         signal = self.signal
         signal.node_id, signal.step = point.node_id, point.step
         signal.total_steps = point.total_steps

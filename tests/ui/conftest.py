@@ -59,7 +59,14 @@ class Canvas:
         return self.page.evaluate(script, arg)
 
     def wait_js(self, script: str, arg: Any = None, timeout: float = 60_000) -> Any:
-        return self.page.wait_for_function(script, arg=arg, timeout=timeout).json_value()
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            return self.page.wait_for_function(script, arg=arg, timeout=timeout).json_value()
+        except PlaywrightTimeout:
+            jobs = self.js("() => JSON.stringify(window.midrun.store.sorted().slice(0, 6))")
+            raise AssertionError(f"timed out waiting for {script} ({arg!r}); the page's "
+                                 f"jobs: {jobs}") from None
 
 
 def assert_not_blank(image: Any, name: str) -> None:

@@ -8,11 +8,16 @@ in order."""
 from __future__ import annotations
 
 import io
+import json
+import time
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image
 
+from midrun.server.files import EXAMPLES_DIR
+from tests.server.conftest import FAST, start_server
 from tests.ui.conftest import Canvas, assert_not_blank
 
 SLOW_STEPS = 150  # long enough on a CPU to pause by hand
@@ -36,7 +41,7 @@ def run(canvas: Canvas) -> str:
     """Press Run; returns the new job's id."""
     before = canvas.js("() => [...window.midrun.store.own]")
     canvas.page.get_by_role("button", name="Run", exact=True).first.click()
-    return canvas.wait_js("""(before) => [...window.midrun.store.own].find((id) => !before.includes(id))""",
+    return canvas.wait_js("(before) => [...window.midrun.store.own].find((id) => !before.includes(id))",
                           before)  # fmt: skip
 
 
@@ -196,3 +201,193 @@ def open_jobs(canvas: Canvas) -> None:
     if canvas.page.locator(".midrun-tray").count() == 0:
         canvas.page.click("[data-testid='midrun-jobs-tab-button']")
     canvas.page.wait_for_selector(".midrun-tray")
+
+
+def command(canvas: Canvas, command_id: str) -> None:
+    """Run a frontend command without waiting for it (a dialog command ends on close)."""
+    canvas.js("(id) => { app.extensionManager.command.execute(id); }", command_id)
+
+
+def node_menu(canvas: Canvas, node_type: str, entry: str) -> None:
+    """Right-click a node's title and choose an entry of its context menu."""
+    x, y = canvas.js("""(type) => {
+        const n = app.graph.nodes.find((n) => n.type === type);
+        const ds = app.canvas.ds, r = app.canvas.canvas.getBoundingClientRect();
+        return [(n.pos[0] + 40 + ds.offset[0]) * ds.scale + r.left,
+                (n.pos[1] - 15 + ds.offset[1]) * ds.scale + r.top]; }""", node_type)
+    canvas.page.mouse.click(x, y, button="right")
+    canvas.page.locator(".litemenu-entry", has_text=entry).first.click()
+
+
+def node_id(canvas: Canvas, node_type: str) -> str:
+    return str(canvas.js("(t) => app.graph.nodes.find((n) => n.type === t).id", node_type))
+
+
+def paused_at(canvas: Canvas, job_id: str, node: str) -> None:
+    canvas.wait_js("(a) => window.midrun.store.jobs.get(a[0])?.state === 'paused'"
+                   " && window.midrun.store.jobs.get(a[0]).node === a[1]", [job_id, node])
+
+
+def test_a_node_breakpoint_stops_the_run_for_inspection_step_over_and_continue(canvas: Canvas) -> None:
+    widget(canvas, "KSampler", "steps", 20)
+    node_menu(canvas, "VAEDecode", "Add breakpoint")
+    assert canvas.js("""() => app.graph.nodes.find((n) => n.type === 'VAEDecode')
+        .badges.some((b) => b.midrunBreakpoint)""")
+    decode, save = node_id(canvas, "VAEDecode"), node_id(canvas, "SaveImage")
+    job_id = run(canvas)
+    paused_at(canvas, job_id, decode)
+    card = canvas.page.locator(".midrun-card[data-state='paused']")
+    card.wait_for()
+    assert "Paused here · breakpoint" in card.inner_text()
+    card.locator("[data-action='inspect']").click()
+    inspector = canvas.page.locator(f".midrun-inspector[data-node='{decode}']")
+    inspector.wait_for()
+    inputs = inspector.locator("table").first.inner_text()
+    assert "samples" in inputs and "← KSampler" in inputs and "vae" in inputs
+    canvas.shot("07-breakpoint")
+    card.locator("[data-action='step-over']").click()
+    paused_at(canvas, job_id, save)
+    assert "stepped" in canvas.page.locator(".midrun-card").inner_text()
+    canvas.page.click(".midrun-card [data-action='continue']")
+    canvas.wait_js("(id) => window.midrun.store.jobs.get(id)?.state === 'completed'", job_id)
+    events = [(e["kind"], e["node_id"])
+              for e in httpx.get(f"{canvas.server.url}/api/jobs/{job_id}/events").json()]
+    assert ("breakpoint_set", decode) in events and ("breakpoint_hit", decode) in events
+    assert ("step_reached", save) in events and events.count(("breakpoint_hit", decode)) == 1
+    node_menu(canvas, "VAEDecode", "Remove breakpoint")
+    assert not canvas.js("""() => app.graph.nodes.find((n) => n.type === 'VAEDecode')
+        .badges.some((b) => b.midrunBreakpoint)""")
+
+
+def test_abort_with_a_reason_shows_in_the_tray(canvas: Canvas) -> None:
+    widget(canvas, "KSampler", "steps", SLOW_STEPS)
+    job_id = run(canvas)
+    canvas.wait_js("(id) => (window.midrun.store.jobs.get(id)?.step ?? 0) >= 2", job_id)
+    open_jobs(canvas)
+    row = canvas.page.locator(f".midrun-job[data-job-id='{job_id}']")
+    row.locator("[data-action='abort']").click()
+    dialog = canvas.page.locator(".midrun-dialog")
+    dialog.locator("textarea[name='reason']").fill("wrong colour, starting over")
+    dialog.locator("[data-action='ok']").click()
+    canvas.page.wait_for_selector(f".midrun-job[data-job-id='{job_id}'][data-state='aborted']")
+    assert "Reason: wrong colour, starting over" in row.inner_text()
+    record = job_record(canvas, job_id)
+    assert record["midrun"]["state"] == "aborted"
+    assert record["midrun"]["reason"] == "wrong colour, starting over"
+    canvas.shot("08-aborted")
+
+
+def test_pause_and_resume_the_pipeline_with_two_jobs(canvas: Canvas) -> None:
+    widget(canvas, "KSampler", "steps", SLOW_STEPS)
+    first, second = run(canvas), run(canvas)
+    canvas.wait_js("(id) => (window.midrun.store.jobs.get(id)?.step ?? 0) >= 2", first)
+    open_jobs(canvas)
+    canvas.page.click(".midrun-tray [data-action='pause-pipeline']")
+    banner = canvas.page.locator(".midrun-banner")
+    banner.wait_for()
+    canvas.page.wait_for_function(
+        "(id) => document.querySelector('.midrun-banner')?.innerText.includes(id.slice(0, 8))",
+        arg=first)  # fmt: skip
+    text = banner.inner_text()
+    assert "Pipeline paused" in text
+    assert f"Was running: {first[:8]}" in text and second[:8] in text.split("Pending:")[1]
+    canvas.wait_js("(id) => window.midrun.store.jobs.get(id)?.state === 'paused'", first)
+    canvas.shot("09-pipeline-paused")
+    canvas.page.click(".midrun-tray [data-action='resume-pipeline']")
+    banner.wait_for(state="detached")
+    canvas.wait_js("(id) => ['running', 'completed'].includes(window.midrun.store.jobs.get(id)?.state)",
+                   first)  # fmt: skip
+    with httpx.Client(base_url=canvas.server.url) as http:  # not needed further: end them
+        for job_id in (first, second):
+            http.post(f"/api/jobs/{job_id}/abort", json={"reason": "test over"})
+    for job_id in (first, second):
+        canvas.wait_js("(id) => window.midrun.store.jobs.get(id)?.state === 'aborted'", job_id)
+
+
+def test_a_batch_of_four_with_incrementing_seeds(canvas: Canvas) -> None:
+    widget(canvas, "KSampler", "steps", 20)
+    command(canvas, "midrun.Batch")
+    dialog = canvas.page.locator(".midrun-dialog")
+    dialog.locator("input[name='count']").fill("4")
+    dialog.locator("select[name='seed-mode']").select_option("increment")
+    canvas.shot("10-batch-dialog")
+    dialog.locator("[data-action='ok']").click()
+    dialog.wait_for(state="detached")
+    open_jobs(canvas)
+    card = canvas.page.locator(".midrun-batch").first
+    card.wait_for()
+    batch_id = card.get_attribute("data-batch-id")
+    canvas.page.wait_for_function(
+        "(id) => document.querySelectorAll(`.midrun-batch[data-batch-id='${id}'] .cell`).length === 4",
+        arg=batch_id)  # fmt: skip
+    canvas.page.wait_for_function(
+        "(id) => document.querySelector(`.midrun-batch[data-batch-id='${id}']`)"
+        "?.querySelectorAll('.cell.state-completed').length === 4", arg=batch_id, timeout=240_000)
+    batch = httpx.get(f"{canvas.server.url}/api/batches/{batch_id}").json()
+    seeds = sorted(job["parameters_used"]["3.seed"] for job in batch["jobs"])
+    assert seeds == [7, 8, 9, 10]
+    card.locator("[data-action='compare']").click()
+    figures = canvas.page.locator(".midrun-compare figure img")
+    canvas.page.wait_for_function("""() => { const imgs = document.querySelectorAll('.midrun-compare figure img');
+        return imgs.length === 4 && [...imgs].every((i) => i.complete && i.naturalWidth > 0); }""")
+    assert figures.count() == 4
+    canvas.shot("11-batch-compared")
+
+
+def test_configure_and_run_prefills_the_last_used_parameters(canvas: Canvas) -> None:
+    command(canvas, "midrun.ConfigureRun")
+    dialog = canvas.page.locator(".midrun-dialog")
+    prompt = dialog.locator("textarea[data-node='6'][data-field='text']")
+    prompt.wait_for()
+    assert dialog.locator("select[data-field='sampler_name']").input_value() == "euler"
+    assert dialog.locator("select[data-field='scheduler']").count() == 1
+    steps = dialog.locator("input[data-field='steps']")
+    assert steps.get_attribute("min") == "1" and steps.get_attribute("max") == "10000"
+    seed = dialog.locator("input[data-field='seed']")
+    before = seed.input_value()
+    dialog.locator("[data-action='randomize']").click()
+    assert seed.input_value() != before
+    prompt.fill("a green circle on a black background")
+    canvas.shot("12-configure-and-run")
+    dialog.locator("[data-action='ok']").click()
+    dialog.wait_for(state="detached")
+    job_id = canvas.js("() => window.midrun.store.activeId")
+    canvas.wait_js("(id) => window.midrun.store.jobs.get(id)?.state === 'completed'", job_id)
+    with httpx.Client(base_url=canvas.server.url) as http:
+        used = http.get(f"/api/jobs/{job_id}").json()
+    job = next(j for j in httpx.get(f"{canvas.server.url}/api/jobs").json()["jobs"] if j["id"] == job_id)
+    assert job["midrun"]["state"] == "completed"
+    assert used["workflow"]["prompt"]["6"]["inputs"]["text"] == "a green circle on a black background"
+    command(canvas, "midrun.ConfigureRun")
+    again = canvas.page.locator(".midrun-dialog textarea[data-node='6'][data-field='text']")
+    again.wait_for()
+    assert again.input_value() == "a green circle on a black background"
+    canvas.page.locator(".midrun-dialog [data-action='cancel']").click()
+
+
+def test_a_server_restart_is_survived_without_lost_or_doubled_jobs(
+        canvas: Canvas, request: pytest.FixtureRequest) -> None:  # fmt: skip
+    open_jobs(canvas)
+    canvas.page.select_option(".midrun-filter", "")  # every job, not one batch
+    old = canvas.server
+    old.stop()
+    canvas.page.wait_for_selector(".midrun-offline", timeout=15_000)  # "reconnecting…"
+    canvas.shot("13-reconnecting")
+    new = start_server(old.server.config, FAST)
+    request.addfinalizer(new.stop)
+    canvas.server = new
+    started = time.monotonic()
+    canvas.wait_js("() => window.midrun.store.connected", timeout=15_000)
+    assert time.monotonic() - started < 5
+    canvas.page.wait_for_selector(".midrun-offline", state="detached")
+    # Events flow again: a job another client queues shows up once, and completes.
+    prompt = json.loads((EXAMPLES_DIR / "demo_txt2img.json").read_text())
+    with httpx.Client(base_url=new.url, timeout=30) as http:
+        job_id = http.post("/api/prompt", json={"prompt": prompt}).json()["prompt_id"]
+        canvas.wait_js("(id) => window.midrun.store.jobs.get(id)?.state === 'completed'", job_id,
+                       timeout=120_000)  # fmt: skip
+        on_server = {j["id"] for j in http.get("/api/jobs").json()["jobs"]}
+    canvas.page.wait_for_selector(f".midrun-job[data-job-id='{job_id}'][data-state='completed']")
+    rows = canvas.js("() => [...document.querySelectorAll('.midrun-job')].map((r) => r.dataset.jobId)")
+    assert len(rows) == len(set(rows))
+    assert set(rows) == on_server

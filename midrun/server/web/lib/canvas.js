@@ -86,7 +86,11 @@ export class CanvasOverlay {
       this._key = "";
       return;
     }
-    if (detail.type === "midrun.resumed" || detail.type === "midrun.running") this.inspection = null;
+    if (job.id !== this._jobId || (job.state !== "paused" && this.inspecting)) {
+      this.inspecting = false; // the inspector shows one stop of one job
+      this.inspection = null;
+    }
+    this._jobId = job.id;
     const key = JSON.stringify([job.id, job.state, job.step, job.node, job.preview?.step, job.hit,
                                 this.inspecting, this.inspection != null, this.edits.version]);
     if (key === this._key && !detail.force) return;
@@ -96,7 +100,9 @@ export class CanvasOverlay {
 
   render(job) {
     const paused = job.state === "paused";
-    const stepText = job.total ? `step ${job.step ?? 0}/${job.total}` : "";
+    // A step count belongs to the sampler: a stop before another node shows none.
+    const atSampler = job.hit ? job.hit.step != null : !job.preview || job.node === job.preview.node;
+    const stepText = job.total && atSampler ? `step ${job.step ?? 0}/${job.total}` : "";
     const where = paused
       ? (job.hit ? `Paused here · ${job.hit.kind === "breakpoint_hit" ? "breakpoint" : "stepped"}` : "Paused here")
       : ({ running: "Running", pausing: "Pausing at the next step…", queued: "Queued",

@@ -155,7 +155,23 @@ export class Store extends EventTarget {
     return [...this.jobs.values()].sort((a, b) => b.created - a.created);
   }
 
+  // Jobs this page queues are known from the moment /prompt answers.
+  trackQueued() {
+    const queue = api.queuePrompt.bind(api);
+    api.queuePrompt = async (...args) => {
+      const result = await queue(...args);
+      const id = result?.prompt_id;
+      if (id) {
+        this.own.add(id);
+        this.job(id).number = result.number ?? null;
+        this.changed({ type: "queued-here", id });
+      }
+      return result;
+    };
+  }
+
   listen() {
+    this.trackQueued();
     for (const type of JOB_EVENTS) api.addEventListener(type, (e) => this.onEvent(type, e.detail));
     api.addEventListener("execution_start", (e) => {
       const id = e.detail?.prompt_id;

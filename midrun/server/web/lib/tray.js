@@ -2,6 +2,7 @@
 // Pause / Resume / Abort; batches grouped with a progress grid, "Stop remaining" and their
 // images side by side; the pipeline control and, while it is paused, a banner saying what
 // was running and what is pending.
+import { app } from "../../../scripts/app.js";
 import { client, viewUrl } from "./client.js";
 import { button, dialog, el, enlarge, fill, toast } from "./ui.js";
 import { ENDED } from "./store.js";
@@ -45,6 +46,11 @@ export function jobControls(job) {
   return controls;
 }
 
+export function nodeTitle(id) {
+  const node = app.graph?.getNodeById?.(Number(id));
+  return node ? `${node.title ?? node.type} (${id})` : `node ${id}`;
+}
+
 function progress(job) {
   if (!job.total) return null;
   const pct = Math.round((100 * (job.step ?? 0)) / job.total);
@@ -66,7 +72,7 @@ function jobRow(job, store) {
       el("span", { class: "midrun-state" }, LABEL[job.state] ?? job.state)),
     progress(job),
     job.hit && job.state === "paused"
-      ? el("div", { class: "midrun-note" }, `stopped at node ${job.hit.node}${job.hit.step ? `, step ${job.hit.step}` : ""}`)
+      ? el("div", { class: "midrun-note" }, `stopped at ${nodeTitle(job.hit.node)}${job.hit.step ? `, step ${job.hit.step}` : ""}`)
       : null,
     job.reason && (job.state === "aborted" || job.state === "aborting")
       ? el("div", { class: "midrun-reason" }, `Reason: ${job.reason}`) : null,
@@ -78,10 +84,15 @@ function batchCard(batchId, members, store, tray) {
   const record = store.batches.get(batchId);
   if (!record) store.refreshBatch(batchId);
   members.sort((a, b) => (a.batchIndex ?? 0) - (b.batchIndex ?? 0));
+  const total = record?.jobs?.length ?? members.length;
   const done = members.filter((j) => ENDED.has(j.state)).length;
-  const open = members.some((j) => !ENDED.has(j.state));
+  const open = done < total;
+  // One cell per job of the batch (the server's record lists them all), in batch order.
+  const cells = (record?.jobs ?? members.map((j) => ({ id: j.id, batch_index: j.batchIndex, state: j.state })))
+    .map((j) => ({ index: j.batch_index, state: store.jobs.get(j.id)?.state ?? j.state }))
+    .sort((a, b) => (a.index ?? 0) - (b.index ?? 0));
   const grid = el("div", { class: "midrun-grid", "aria-label": "batch progress" },
-    members.map((j) => el("span", { class: `cell state-${j.state}`, title: `#${j.batchIndex ?? "?"}: ${j.state}` })));
+    cells.map((c) => el("span", { class: `cell state-${c.state}`, title: `#${c.index ?? "?"}: ${c.state}` })));
   const stop = open ? button("Stop remaining", async () => {
     const result = await act(() => client.stopBatch(batchId), "Stop");
     if (result) toast("info", "Batch stopped", `${batchId.slice(0, 8)}: jobs not started were aborted`);
@@ -92,7 +103,7 @@ function batchCard(batchId, members, store, tray) {
   return el("div", { class: "midrun-batch", dataset: { batchId } },
     el("div", { class: "midrun-job-head" },
       el("span", { class: "midrun-job-name" }, `Batch ${batchId.slice(0, 8)}`),
-      el("span", { class: "midrun-state" }, `${done}/${members.length} done`)),
+      el("span", { class: "midrun-state" }, `${done}/${total} done`)),
     grid,
     el("div", { class: "midrun-job-actions" }, stop, compare),
     el("details", {}, el("summary", {}, "Jobs"), members.map((j) => jobRow(j, store))));
