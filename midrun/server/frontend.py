@@ -18,8 +18,9 @@ from starlette.types import Scope
 WEB = Path(__file__).parent / "web"  # midrun's extension modules
 #: The page talks to this server only: no fonts, update checks or telemetry from elsewhere;
 #: scripts are the server's files and the page's own inline scripts (by hash).
-CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval' {inline}; style-src 'self' 'unsafe-inline'; "
-       "img-src 'self' data: blob:; media-src 'self' blob:; font-src 'self' data:; "
+CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval' {inline}; "
+       "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob:; "
+       "font-src 'self' data:; "
        "connect-src 'self' ws: wss: data: blob:; worker-src 'self' blob:; object-src 'none'; "
        "base-uri 'self'; frame-ancestors 'self'")  # fmt: skip
 INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)

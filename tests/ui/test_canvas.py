@@ -18,7 +18,7 @@ from PIL import Image
 
 from midrun.server.files import EXAMPLES_DIR
 from tests.server.conftest import FAST, start_server
-from tests.ui.conftest import Canvas, assert_not_blank
+from tests.ui.conftest import Canvas
 
 SLOW_STEPS = 150  # long enough on a CPU to pause by hand
 
@@ -41,8 +41,8 @@ def run(canvas: Canvas) -> str:
     """Press Run; returns the new job's id."""
     before = canvas.js("() => [...window.midrun.store.own]")
     canvas.page.get_by_role("button", name="Run", exact=True).first.click()
-    return canvas.wait_js("(before) => [...window.midrun.store.own].find((id) => !before.includes(id))",
-                          before)  # fmt: skip
+    return canvas.wait_js(
+        "(before) => [...window.midrun.store.own].find((id) => !before.includes(id))", before)
 
 
 def card_state(canvas: Canvas, state: str, timeout: float = 60_000) -> None:
@@ -126,7 +126,8 @@ def test_mid_run_edits_are_marked_and_undone(canvas: Canvas) -> None:
         .some((b) => b.midrunEdit)""")
     canvas.shot("03-edits")
     canvas.page.click(".midrun-edits li[data-input='cfg'] [data-action='undo-edit']")
-    canvas.page.wait_for_function("() => document.querySelectorAll('.midrun-edits li').length === 1")
+    canvas.page.wait_for_function(
+        "() => document.querySelectorAll('.midrun-edits li').length === 1")
     assert widget_value(canvas, "KSampler", "cfg") == 5.0
     job_id = canvas.js("() => window.midrun.store.active().id")
     with httpx.Client(base_url=canvas.server.url) as http:
@@ -189,7 +190,8 @@ def test_resume_applies_the_edits_and_completes_with_the_image(canvas: Canvas) -
     # the Save Image node shows the result
     canvas.page.wait_for_function("""() => {
         const node = app.graph.nodes.find((n) => n.type === 'SaveImage');
-        return node.imgs?.length > 0 && node.imgs[0].complete && node.imgs[0].naturalWidth > 0; }""")
+        const image = node.imgs?.[0];
+        return image?.complete && image.naturalWidth > 0; }""")
     open_jobs(canvas)
     row = canvas.page.locator(f".midrun-job[data-job-id='{job_id}']")
     assert row.get_attribute("data-state") == "completed"
@@ -228,7 +230,8 @@ def paused_at(canvas: Canvas, job_id: str, node: str) -> None:
                    " && window.midrun.store.jobs.get(a[0]).node === a[1]", [job_id, node])
 
 
-def test_a_node_breakpoint_stops_the_run_for_inspection_step_over_and_continue(canvas: Canvas) -> None:
+def test_a_node_breakpoint_stops_the_run_for_inspection_step_over_and_continue(
+        canvas: Canvas) -> None:  # fmt: skip
     widget(canvas, "KSampler", "steps", 20)
     node_menu(canvas, "VAEDecode", "Add breakpoint")
     assert canvas.js("""() => app.graph.nodes.find((n) => n.type === 'VAEDecode')
@@ -295,8 +298,8 @@ def test_pause_and_resume_the_pipeline_with_two_jobs(canvas: Canvas) -> None:
     canvas.shot("09-pipeline-paused")
     canvas.page.click(".midrun-tray [data-action='resume-pipeline']")
     banner.wait_for(state="detached")
-    canvas.wait_js("(id) => ['running', 'completed'].includes(window.midrun.store.jobs.get(id)?.state)",
-                   first)  # fmt: skip
+    canvas.wait_js(
+        "(id) => ['running', 'completed'].includes(window.midrun.store.jobs.get(id)?.state)", first)
     with httpx.Client(base_url=canvas.server.url) as http:  # not needed further: end them
         for job_id in (first, second):
             http.post(f"/api/jobs/{job_id}/abort", json={"reason": "test over"})
@@ -318,8 +321,8 @@ def test_a_batch_of_four_with_incrementing_seeds(canvas: Canvas) -> None:
     card.wait_for()
     batch_id = card.get_attribute("data-batch-id")
     canvas.page.wait_for_function(
-        "(id) => document.querySelectorAll(`.midrun-batch[data-batch-id='${id}'] .cell`).length === 4",
-        arg=batch_id)  # fmt: skip
+        "(id) => document.querySelectorAll(`.midrun-batch[data-batch-id='${id}'] .cell`)"
+        ".length === 4", arg=batch_id)  # fmt: skip
     canvas.page.wait_for_function(
         "(id) => document.querySelector(`.midrun-batch[data-batch-id='${id}']`)"
         "?.querySelectorAll('.cell.state-completed').length === 4", arg=batch_id, timeout=240_000)
@@ -328,7 +331,8 @@ def test_a_batch_of_four_with_incrementing_seeds(canvas: Canvas) -> None:
     assert seeds == [7, 8, 9, 10]
     card.locator("[data-action='compare']").click()
     figures = canvas.page.locator(".midrun-compare figure img")
-    canvas.page.wait_for_function("""() => { const imgs = document.querySelectorAll('.midrun-compare figure img');
+    canvas.page.wait_for_function("""() => {
+        const imgs = document.querySelectorAll('.midrun-compare figure img');
         return imgs.length === 4 && [...imgs].every((i) => i.complete && i.naturalWidth > 0); }""")
     assert figures.count() == 4
     canvas.shot("11-batch-compared")
@@ -355,9 +359,10 @@ def test_configure_and_run_prefills_the_last_used_parameters(canvas: Canvas) -> 
     canvas.wait_js("(id) => window.midrun.store.jobs.get(id)?.state === 'completed'", job_id)
     with httpx.Client(base_url=canvas.server.url) as http:
         used = http.get(f"/api/jobs/{job_id}").json()
-    job = next(j for j in httpx.get(f"{canvas.server.url}/api/jobs").json()["jobs"] if j["id"] == job_id)
-    assert job["midrun"]["state"] == "completed"
-    assert used["workflow"]["prompt"]["6"]["inputs"]["text"] == "a green circle on a black background"
+    listed = httpx.get(f"{canvas.server.url}/api/jobs").json()["jobs"]
+    assert next(j for j in listed if j["id"] == job_id)["midrun"]["state"] == "completed"
+    text = used["workflow"]["prompt"]["6"]["inputs"]["text"]
+    assert text == "a green circle on a black background"
     command(canvas, "midrun.ConfigureRun")
     again = canvas.page.locator(".midrun-dialog textarea[data-node='6'][data-field='text']")
     again.wait_for()
@@ -388,6 +393,7 @@ def test_a_server_restart_is_survived_without_lost_or_doubled_jobs(
                        timeout=120_000)  # fmt: skip
         on_server = {j["id"] for j in http.get("/api/jobs").json()["jobs"]}
     canvas.page.wait_for_selector(f".midrun-job[data-job-id='{job_id}'][data-state='completed']")
-    rows = canvas.js("() => [...document.querySelectorAll('.midrun-job')].map((r) => r.dataset.jobId)")
+    rows = canvas.js(
+        "() => [...document.querySelectorAll('.midrun-job')].map((r) => r.dataset.jobId)")
     assert len(rows) == len(set(rows))
     assert set(rows) == on_server

@@ -56,11 +56,12 @@ export class Store extends EventTarget {
     if (this._pending) return this._pending;
     this._pending = (async () => {
       try {
+        const asked = performance.now();
         const [listing, pipeline] = await Promise.all([client.jobs(), client.pipeline()]);
         const seen = new Set();
         for (const item of listing.jobs ?? []) {
           seen.add(item.id);
-          this.merge(item);
+          this.merge(item, asked);
         }
         for (const id of [...this.jobs.keys()]) {
           const entry = this.jobs.get(id);
@@ -75,21 +76,24 @@ export class Store extends EventTarget {
     return this._pending;
   }
 
-  merge(item) {
+  // A server record of a job, read at `asked`: an event that came after that is newer
+  // than the record's state and progress, which are then left alone.
+  merge(item, asked = performance.now()) {
     const entry = this.job(item.id);
     const m = item.midrun ?? {};
-    entry.state = m.state ?? STATUS[item.status] ?? entry.state;
     entry.number = item.priority ?? entry.number;
-    entry.created = item.create_time ?? entry.created;
+    if (item.preview_output) entry.output = item.preview_output;
     entry.batchId = m.batch_id ?? null;
     entry.batchIndex = m.batch_index ?? null;
+    if ((entry.eventAt ?? -1) > asked) return;
+    entry.state = m.state ?? STATUS[item.status] ?? entry.state;
+    entry.created = item.create_time ?? entry.created;
     entry.pausedBy = m.paused_by ?? null;
     entry.reason = m.reason ?? entry.reason;
     const progress = m.progress ?? {};
     entry.node = progress.node ?? entry.node;
     if (progress.step != null) entry.step = progress.step;
     if (progress.total_steps != null) entry.total = progress.total_steps;
-    if (item.preview_output) entry.output = item.preview_output;
   }
 
   // One server event (the frontend hands us event.detail).
@@ -105,6 +109,7 @@ export class Store extends EventTarget {
     }
     if (!id) return;
     const entry = this.job(id);
+    entry.eventAt = performance.now();
     if (EVENT_STATE[type]) entry.state = EVENT_STATE[type];
     if (type === "midrun.pausing" && data.by) entry.pausedBy = data.by;
     if (type === "midrun.resumed") entry.hit = null;
@@ -125,7 +130,8 @@ export class Store extends EventTarget {
     }
     if (ENDED.has(entry.state) || type === "midrun.queued") {
       // The listing holds outputs and batch membership: read this job back.
-      client.job(id).then((item) => { this.merge(item); this.changed({ type, id }); }, () => {});
+      const asked = performance.now();
+      client.job(id).then((item) => { this.merge(item, asked); this.changed({ type, id }); }, () => {});
     }
     if (entry.batchId && ENDED.has(entry.state)) this.refreshBatch(entry.batchId);
     this.changed({ type, id, data });
