@@ -39,7 +39,7 @@ def run_with_previews(registry, runtime, settings, prompt=None):
     return got
 
 
-@pytest.mark.parametrize(("method", "size"), [("latent2rgb", 8), ("vae", 64), ("auto", 8)])
+@pytest.mark.parametrize(("method", "size"), [("latent2rgb", 8), ("vae", 64), ("auto", 64)])
 def test_preview_methods(diffusion_registry, runtime, method, size) -> None:
     previews = run_with_previews(
         diffusion_registry, runtime, PreviewSettings(method=method, every_steps=2)
@@ -52,7 +52,21 @@ def test_preview_methods(diffusion_registry, runtime, method, size) -> None:
         assert p.node_id == "3" and p.total_steps == 6 and p.mime == "image/jpeg"
         with Image.open(io.BytesIO(p.data)) as image:
             assert image.format == "JPEG" and image.size == (size, size)
-        assert p.method == ("latent2rgb" if method == "auto" else method)
+        # auto: the test checkpoint's VAE is as small as a TAESD, so it decodes previews
+        assert p.method == ("vae" if method == "auto" else method)
+
+
+def test_auto_previews_a_large_vaes_latents_with_latent2rgb(
+        diffusion_registry, runtime, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from midrun.diffusion import previews as module
+
+    monkeypatch.setattr(module, "SMALL_VAE_PARAMETERS", 1000)  # every VAE is "large"
+    previews = run_with_previews(
+        diffusion_registry, runtime, PreviewSettings(method="auto", every_steps=3)
+    )
+    assert previews and {p.method for p in previews} == {"latent2rgb"}
+    with Image.open(io.BytesIO(previews[-1].data)) as image:
+        assert image.size == (8, 8)
 
 
 def test_taesd_when_present_and_webp(diffusion_registry, runtime) -> None:

@@ -262,6 +262,37 @@ def test_a_node_breakpoint_stops_the_run_for_inspection_step_over_and_continue(
         .badges.some((b) => b.midrunBreakpoint)""")
 
 
+def dialog_answer(canvas: Canvas, field: str, value: str) -> None:
+    dialog = canvas.page.locator(".midrun-dialog")
+    dialog.locator(f"input[name='{field}']").fill(value)
+    dialog.locator("[data-action='ok']").click()
+    dialog.wait_for(state="detached")
+
+
+def test_break_at_a_step_and_on_a_condition(canvas: Canvas) -> None:
+    node_menu(canvas, "KSampler", "Break at step…")
+    dialog_answer(canvas, "step", "5")
+    node_menu(canvas, "KSampler", "Condition…")
+    dialog_answer(canvas, "condition", "step >= 15")
+    badge = canvas.js("""() => app.graph.nodes.find((n) => n.type === 'KSampler').badges
+        .filter((b) => b.midrunBreakpoint).map((b) => b().text)""")
+    assert badge == ["● 2 breakpoints"]
+    sampler = node_id(canvas, "KSampler")
+    job_id = run(canvas)
+    paused_at(canvas, job_id, sampler)
+    card = canvas.page.locator(".midrun-card[data-state='paused']")
+    assert "breakpoint" in card.inner_text() and "step 5/20" in card.inner_text()
+    card.locator("[data-action='continue']").click()
+    canvas.wait_js("(id) => window.midrun.store.jobs.get(id)?.hit?.step === 15", job_id)
+    paused_at(canvas, job_id, sampler)
+    node_menu(canvas, "KSampler", "Remove breakpoint")  # from the canvas and the live job
+    canvas.page.click(".midrun-card [data-action='continue']")
+    canvas.wait_js("(id) => window.midrun.store.jobs.get(id)?.state === 'completed'", job_id)
+    hits = [e["step"] for e in httpx.get(f"{canvas.server.url}/api/jobs/{job_id}/events").json()
+            if e["kind"] == "breakpoint_hit"]  # fmt: skip
+    assert hits == [5, 15]
+
+
 def test_abort_with_a_reason_shows_in_the_tray(canvas: Canvas) -> None:
     widget(canvas, "KSampler", "steps", SLOW_STEPS)
     job_id = run(canvas)
@@ -336,6 +367,31 @@ def test_a_batch_of_four_with_incrementing_seeds(canvas: Canvas) -> None:
         return imgs.length === 4 && [...imgs].every((i) => i.complete && i.naturalWidth > 0); }""")
     assert figures.count() == 4
     canvas.shot("11-batch-compared")
+
+
+def test_a_batch_cycles_a_prompt_list_and_sweeps_a_number(canvas: Canvas) -> None:
+    command(canvas, "midrun.Batch")
+    dialog = canvas.page.locator(".midrun-dialog")
+    dialog.locator("input[name='count']").fill("2")
+    dialog.locator("select[name='seed-mode']").select_option("fixed")
+    dialog.locator("select[name='prompt-field']").select_option("6.text")
+    dialog.locator("textarea[name='prompts']").fill(
+        "a red circle on a white background\na blue square on a black background")
+    dialog.locator("select[name='sweep-field']").select_option("3.cfg")
+    for name, value in (("start", "3"), ("stop", "4"), ("step", "1")):
+        dialog.locator(f"input[name='sweep-{name}']").fill(value)
+    dialog.locator("[data-action='ok']").click()
+    dialog.wait_for(state="detached")
+    batch_id = canvas.wait_js("() => [...window.midrun.store.batches.values()]"
+                              ".find((b) => b.total_count === 2)?.id")  # fmt: skip
+    batch = httpx.get(f"{canvas.server.url}/api/batches/{batch_id}").json()
+    used = sorted((j["parameters_used"]["6.text"], j["parameters_used"]["3.cfg"],
+                   j["parameters_used"]["3.seed"]) for j in batch["jobs"])  # fmt: skip
+    assert used == [("a blue square on a black background", 4, 7),
+                    ("a red circle on a white background", 3, 7)]  # fmt: skip
+    canvas.page.wait_for_function(
+        "(id) => document.querySelector(`.midrun-batch[data-batch-id='${id}']`)"
+        "?.querySelectorAll('.cell.state-completed').length === 2", arg=batch_id, timeout=120_000)
 
 
 def test_configure_and_run_prefills_the_last_used_parameters(canvas: Canvas) -> None:

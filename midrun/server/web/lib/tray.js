@@ -60,9 +60,11 @@ function progress(job) {
 }
 
 function jobRow(job, store) {
-  const image = job.state === "completed" && job.output
-    ? el("img", { class: "midrun-thumb", src: viewUrl(job.output), alt: "output",
-                  onclick: () => enlarge(viewUrl(job.output), `Job #${job.number} output`) })
+  // A finished job's image; an aborted one keeps what it had made (its partial result).
+  const caption = job.state === "completed" ? "output" : "partial result";
+  const image = ENDED.has(job.state) && job.output
+    ? el("img", { class: "midrun-thumb", src: viewUrl(job.output), alt: caption,
+                  title: caption, onclick: () => enlarge(viewUrl(job.output), `Job #${job.number} ${caption}`) })
     : null;
   return el("div", { class: `midrun-job state-${job.state}`, dataset: { jobId: job.id, state: job.state } },
     el("div", { class: "midrun-job-head" },
