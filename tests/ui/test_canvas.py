@@ -18,7 +18,7 @@ from PIL import Image
 
 from midrun.server.files import EXAMPLES_DIR
 from tests.server.conftest import FAST, start_server
-from tests.ui.conftest import Canvas
+from tests.ui.conftest import ARTIFACTS, Canvas
 
 SLOW_STEPS = 150  # long enough on a CPU to pause by hand
 
@@ -278,6 +278,9 @@ def test_break_at_a_step_and_on_a_condition(canvas: Canvas) -> None:
         .filter((b) => b.midrunBreakpoint).map((b) => b().text)""")
     assert badge == ["● 2 breakpoints"]
     sampler = node_id(canvas, "KSampler")
+    # the preview interval setting (midrun > Previews) applies to the jobs queued after it
+    assert canvas.js("() => app.extensionManager.setting.get('midrun.Preview.EverySteps')") == 1
+    canvas.js("() => app.extensionManager.setting.set('midrun.Preview.EverySteps', 5)")
     job_id = run(canvas)
     paused_at(canvas, job_id, sampler)
     card = canvas.page.locator(".midrun-card[data-state='paused']")
@@ -291,6 +294,9 @@ def test_break_at_a_step_and_on_a_condition(canvas: Canvas) -> None:
     hits = [e["step"] for e in httpx.get(f"{canvas.server.url}/api/jobs/{job_id}/events").json()
             if e["kind"] == "breakpoint_hit"]  # fmt: skip
     assert hits == [5, 15]
+    index = httpx.get(f"{canvas.server.url}/api/jobs/{job_id}/preview?format=json").json()
+    assert [p["step"] for p in index["previews"]] == [5, 10, 15, 20]
+    canvas.js("() => app.extensionManager.setting.set('midrun.Preview.EverySteps', 1)")
 
 
 def test_abort_with_a_reason_shows_in_the_tray(canvas: Canvas) -> None:
@@ -389,6 +395,8 @@ def test_a_batch_cycles_a_prompt_list_and_sweeps_a_number(canvas: Canvas) -> Non
                    j["parameters_used"]["3.seed"]) for j in batch["jobs"])  # fmt: skip
     assert used == [("a blue square on a black background", 4, 7),
                     ("a red circle on a white background", 3, 7)]  # fmt: skip
+    open_jobs(canvas)
+    canvas.page.select_option(".midrun-filter", "")  # the last test left one batch shown
     canvas.page.wait_for_function(
         "(id) => document.querySelector(`.midrun-batch[data-batch-id='${id}']`)"
         "?.querySelectorAll('.cell.state-completed').length === 2", arg=batch_id, timeout=120_000)
@@ -439,7 +447,9 @@ def test_a_server_restart_is_survived_without_lost_or_doubled_jobs(
     canvas.server = new
     started = time.monotonic()
     canvas.wait_js("() => window.midrun.store.connected", timeout=15_000)
-    assert time.monotonic() - started < 5
+    seconds = time.monotonic() - started
+    (ARTIFACTS / "reconnect.txt").write_text(f"reconnected {seconds:.2f} s after the restart\n")
+    assert seconds < 5
     canvas.page.wait_for_selector(".midrun-offline", state="detached")
     # Events flow again: a job another client queues shows up once, and completes.
     prompt = json.loads((EXAMPLES_DIR / "demo_txt2img.json").read_text())

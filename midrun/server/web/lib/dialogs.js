@@ -89,15 +89,22 @@ export function parameterForm(params, { randomize = true } = {}) {
   };
 }
 
-export async function openConfigureDialog(store) {
-  let saved, params;
+// The canvas workflow, saved, with its parameters (their last-used values); null after
+// telling the user why not.
+async function savedWithParameters(what) {
   try {
-    saved = await ensureSaved();
-    params = await client.workflowParameters(saved.id);
+    const saved = await ensureSaved();
+    return { saved, params: await client.workflowParameters(saved.id) };
   } catch (e) {
-    toast("error", "Configure & Run", e.message);
-    return;
+    toast("error", what, e.message);
+    return null;
   }
+}
+
+export async function openConfigureDialog(store) {
+  const found = await savedWithParameters("Configure & Run");
+  if (!found) return;
+  const { saved, params } = found;
   const form = parameterForm(params);
   const job = await dialog({
     title: "Configure & Run",
@@ -119,14 +126,9 @@ function numeric(params) {
 }
 
 export async function openBatchDialog(store) {
-  let saved, params;
-  try {
-    saved = await ensureSaved();
-    params = await client.workflowParameters(saved.id);
-  } catch (e) {
-    toast("error", "Batch", e.message);
-    return;
-  }
+  const found = await savedWithParameters("Batch");
+  if (!found) return;
+  const { saved, params } = found;
   const seed = params.find((p) => SEED_FIELDS.has(p.field));
   const texts = params.filter((p) => p.type === "STRING" || typeof p.value === "string");
   const count = el("input", { type: "number", name: "count", min: 1, max: 20, value: 4 });
