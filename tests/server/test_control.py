@@ -265,8 +265,10 @@ def test_a_breakpoint_stops_the_job_and_stepping_moves_it(http: httpx.Client) ->
 def test_nodes_a_continued_run_recomputes_do_not_hit_their_breakpoints(
     http: httpx.Client,
 ) -> None:
-    job_id = run(http)
-    bp = http.post(f"/api/jobs/{job_id}/breakpoints", json={"node_id": "4"}).json()
+    # on the workflow, so it is there before the job reaches its first node
+    workflow_id = save(http, txt2img(steps=40))
+    bp = http.post(f"/api/workflows/{workflow_id}/breakpoints", json={"node_id": "4"}).json()
+    job_id = execute(http, workflow_id)["id"]
     first = wait_state(http, job_id, "paused", *TERMINAL)
     assert (first["paused_by"], first["node"]) == ("breakpoint", "4")
     http.post(f"/api/jobs/{job_id}/resume")

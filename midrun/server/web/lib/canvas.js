@@ -91,18 +91,41 @@ export class CanvasOverlay {
       this.inspection = null;
     }
     this._jobId = job.id;
-    const key = JSON.stringify([job.id, job.state, job.step, job.node, job.preview?.step, job.hit,
-                                this.inspecting, this.inspection != null, this.edits.version]);
-    if (key === this._key && !detail.force) return;
-    this._key = key;
-    this.render(job);
+    // Rebuilt when what it shows changes; the step and the preview change in place, so a
+    // button is never replaced under the pointer while a job runs.
+    const key = JSON.stringify([job.id, job.state, job.node, job.hit, this.inspecting,
+                                this.inspection != null, this.edits.version, Boolean(job.preview),
+                                Boolean(job.preview && this.source(job))]);
+    if (key !== this._key || detail.force) {
+      this._key = key;
+      this.render(job);
+    }
+    this.refresh(job);
+  }
+
+  refresh(job) {
+    const step = this.card.querySelector(".midrun-step");
+    if (step) step.textContent = this.stepText(job);
+    const live = this.card.querySelector(".midrun-live");
+    if (live && job.preview) {
+      const { step: at, total } = job.preview;
+      const label = `Intermediate preview · step ${at}/${total ?? "?"}`;
+      const image = live.querySelector("img");
+      const url = client.previewUrl(job.id, at);
+      if (image.getAttribute("src") !== url) image.src = url;
+      image.alt = label;
+      live.querySelector("figcaption").textContent = label;
+    }
+  }
+
+  stepText(job) {
+    // A step count belongs to the sampler: a stop before another node shows none.
+    const atSampler = job.hit ? job.hit.step != null : !job.preview || job.node === job.preview.node;
+    return job.total && atSampler ? `step ${job.step ?? 0}/${job.total}` : "";
   }
 
   render(job) {
     const paused = job.state === "paused";
-    // A step count belongs to the sampler: a stop before another node shows none.
-    const atSampler = job.hit ? job.hit.step != null : !job.preview || job.node === job.preview.node;
-    const stepText = job.total && atSampler ? `step ${job.step ?? 0}/${job.total}` : "";
     const where = paused
       ? (job.hit ? `Paused here · ${job.hit.kind === "breakpoint_hit" ? "breakpoint" : "stepped"}` : "Paused here")
       : ({ running: "Running", pausing: "Pausing at the next step…", queued: "Queued",
@@ -121,7 +144,7 @@ export class CanvasOverlay {
       el("div", { class: "midrun-card-head" },
         el("span", { class: "midrun-dot" }),
         el("strong", { class: "midrun-where" }, where),
-        el("span", { class: "midrun-step" }, stepText),
+        el("span", { class: "midrun-step" }, this.stepText(job)),
         el("span", { class: "midrun-job-name" }, `#${job.number ?? "?"}`)),
       el("div", { class: "midrun-card-actions" }, controls),
       this.previews(job),
@@ -129,19 +152,16 @@ export class CanvasOverlay {
       paused && this.inspecting ? this.inspector(job) : null);
   }
 
+  // The live preview (its image and label kept current by refresh) beside the source.
   previews(job) {
     if (!job.preview) return null;
-    const { step, total } = job.preview;
-    const live = client.previewUrl(job.id, step);
-    const label = `Intermediate preview · step ${step}/${total ?? "?"}`;
     const source = this.source(job);
+    const open = (e) => enlarge(e.target.src, e.target.alt);
     return el("div", { class: "midrun-previews" },
       source ? el("figure", { class: "midrun-source" },
-        el("img", { src: source.url, alt: source.label, onclick: () => enlarge(source.url, source.label) }),
+        el("img", { src: source.url, alt: source.label, onclick: open }),
         el("figcaption", {}, source.label)) : null,
-      el("figure", { class: "midrun-live" },
-        el("img", { src: live, alt: label, onclick: () => enlarge(live, label) }),
-        el("figcaption", {}, label)));
+      el("figure", { class: "midrun-live" }, el("img", { onclick: open }), el("figcaption")));
   }
 
   // The img2img input when the workflow loads one, else the job's first preview.

@@ -161,9 +161,20 @@ export class Tray {
 
   mount(container) {
     this.root = el("div", { class: "midrun-tray" });
+    this._key = "";
     container.replaceChildren(this.root);
     this.store.refresh();
     this.render();
+  }
+
+  updateProgress() {
+    for (const row of this.root.querySelectorAll(".midrun-job")) {
+      const job = this.store.jobs.get(row.dataset.jobId);
+      const bar = row.querySelector(".midrun-progress");
+      if (!job?.total || !bar) continue;
+      bar.querySelector(".bar").style.width = `${Math.round((100 * (job.step ?? 0)) / job.total)}%`;
+      bar.querySelector("span").textContent = `step ${job.step ?? 0}/${job.total}`;
+    }
   }
 
   schedule() {
@@ -172,9 +183,20 @@ export class Tray {
     requestAnimationFrame(() => { this._queued = false; this.render(); });
   }
 
+  // Rebuilt when the list changes; step progress alone is updated in place, so buttons
+  // are not replaced under the pointer while jobs run.
   render() {
     if (!this.root) return;
     const store = this.store;
+    const key = JSON.stringify([this.filter, store.connected, store.pipeline,
+      store.sorted().map((j) => [j.id, j.state, j.hit, j.reason, j.output?.filename, j.batchId,
+                                 j.number, Boolean(j.total)]),
+      [...store.batches.values()].map((b) => [b.id, b.jobs?.length])]);
+    if (key === this._key) {
+      this.updateProgress();
+      return;
+    }
+    this._key = key;
     const batches = new Map();
     const rows = [];
     for (const job of store.sorted()) {
