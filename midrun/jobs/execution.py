@@ -145,11 +145,9 @@ class Execution:
         )
 
     async def _drive(self, state: RunState | None, prompt: dict[str, Any]) -> RunEnd:
-        # Previews only watch, and come first: a step where the job then stops (a pause,
-        # a breakpoint) still gets its preview, which is what the user stopped to see.
         hooks: list[Any] = [self.hook]
         if self.previews is not None:
-            hooks.insert(0, self.previews.hook)
+            hooks.append(self.previews.hook)
         job = self.job
         try:
             if job.kind == "stategraph":

@@ -280,7 +280,7 @@ def test_break_at_a_step_and_on_a_condition(canvas: Canvas) -> None:
     sampler = node_id(canvas, "KSampler")
     # the preview interval setting (midrun > Previews) applies to the jobs queued after it
     assert canvas.js("() => app.extensionManager.setting.get('midrun.Preview.EverySteps')") == 1
-    canvas.js("() => app.extensionManager.setting.set('midrun.Preview.EverySteps', 5)")
+    canvas.js("() => app.extensionManager.setting.set('midrun.Preview.EverySteps', 4)")
     job_id = run(canvas)
     paused_at(canvas, job_id, sampler)
     card = canvas.page.locator(".midrun-card[data-state='paused']")
@@ -295,7 +295,7 @@ def test_break_at_a_step_and_on_a_condition(canvas: Canvas) -> None:
             if e["kind"] == "breakpoint_hit"]  # fmt: skip
     assert hits == [5, 15]
     index = httpx.get(f"{canvas.server.url}/api/jobs/{job_id}/preview?format=json").json()
-    assert [p["step"] for p in index["previews"]] == [5, 10, 15, 20]
+    assert [p["step"] for p in index["previews"]] == [4, 8, 12, 16, 20]
     canvas.js("() => app.extensionManager.setting.set('midrun.Preview.EverySteps', 1)")
 
 

@@ -130,7 +130,9 @@ export async function openBatchDialog(store) {
   if (!found) return;
   const { saved, params } = found;
   const seed = params.find((p) => SEED_FIELDS.has(p.field));
-  const texts = params.filter((p) => p.type === "STRING" || typeof p.value === "string");
+  // Free text fields (prompts first), not lists such as the sampler's name.
+  const texts = params.filter((p) => !p.options && (p.type === "STRING" || typeof p.value === "string"))
+    .sort((a, b) => Boolean(b.multiline) - Boolean(a.multiline));
   const count = el("input", { type: "number", name: "count", min: 1, max: 20, value: 4 });
   const strategy = el("select", { name: "seed-mode" },
     ["increment", "random", "fixed"].map((m) => el("option", { value: m }, m)));
