@@ -45,12 +45,20 @@ def package_dir() -> Path | None:
 
 class NoCache(StaticFiles):
     """Static files; the page and scripts are revalidated on every load (as ComfyUI does),
-    so an upgraded frontend or extension is never mixed with a cached one."""
+    so an upgraded frontend or extension is never mixed with a cached one. Pages get
+    ``policy`` as their Content-Security-Policy when one is given."""
+
+    def __init__(self, *args: Any, policy: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.policy = policy
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
-        if path in ("", ".", "index.html") or path.endswith((".js", ".css", ".html")):
+        page = path in ("", ".", "index.html") or path.endswith(".html")
+        if page or path.endswith((".js", ".css")):
             response.headers["Cache-Control"] = "no-cache"
+        if page and self.policy:
+            response.headers["Content-Security-Policy"] = self.policy
         return response
 
 
@@ -61,9 +69,8 @@ async def _missing(request: Request) -> Response:
         "'midrun[server]'</code>), then reload.</p>", status_code=200)  # fmt: skip
 
 
-def _page(static: Path) -> Any:
+def _page(static: Path, policy: str) -> Any:
     index = static / "index.html"
-    policy = content_policy(index.read_text(encoding="utf-8"))
 
     async def page(request: Request) -> Response:
         """The canvas page, allowed to talk to this server only."""
@@ -81,8 +88,10 @@ def routes(server: Any) -> list[BaseRoute]:
         out.append(Mount("/extensions/midrun", app=NoCache(directory=WEB), name="midrun-web"))
     static = server.config.frontend_dir or package_dir()
     if static is not None:
-        out.append(Route("/", _page(Path(static))))
-        out.append(Mount("/", app=NoCache(directory=static, html=True), name="frontend"))
+        policy = content_policy((Path(static) / "index.html").read_text(encoding="utf-8"))
+        out.append(Route("/", _page(Path(static), policy)))
+        out.append(Mount("/", app=NoCache(directory=static, html=True, policy=policy),
+                         name="frontend"))  # fmt: skip
     else:
         out.append(Route("/", _missing))
     return out

@@ -105,6 +105,7 @@ def test_the_page_may_only_talk_to_this_server(http: httpx.Client) -> None:
     policy = page.headers["content-security-policy"]
     assert "default-src 'self'" in policy and "connect-src 'self'" in policy
     assert "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+    assert http.get("/index.html").headers["content-security-policy"] == policy
     index = (package_dir() / "index.html").read_text()
     for body in re.findall(r"<script>(.*?)</script>", index, re.S):
         digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
