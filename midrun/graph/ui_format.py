@@ -17,7 +17,7 @@ from typing import Any
 
 from midrun.core.errors import UnknownNodeTypesError, WorkflowFormatError
 from midrun.graph.registry import NodeRegistry
-from midrun.graph.types import WIDGET_TYPES, NodeType
+from midrun.graph.types import WIDGET_TYPES, InputSpec, NodeType
 from midrun.graph.workflow import Workflow
 
 MODE_ALWAYS, MODE_NEVER, MODE_BYPASS = 0, 2, 4
@@ -149,6 +149,11 @@ def _types_match(a: Any, b: Any) -> bool:
     return "*" in sa or "*" in sb or bool(sa & sb)
 
 
+def has_control_value(spec: InputSpec) -> bool:
+    """Whether the canvas keeps a ``control_after_generate`` value after this widget's."""
+    return spec.control_after_generate or (spec.type == "INT" and spec.name in SEED_NAMES)
+
+
 def map_widget_values(node_type: NodeType, values: Any) -> dict[str, Any]:
     """Name the positional ``widgets_values`` of a node through its declaration."""
     if isinstance(values, Mapping):
@@ -165,10 +170,7 @@ def map_widget_values(node_type: NodeType, values: Any) -> dict[str, Any]:
             value = value["__value__"]  # the frontend wraps list-valued widgets like this
         named[spec.name] = value
         index += 1
-        has_control = spec.control_after_generate or (
-            spec.type == "INT" and spec.name in SEED_NAMES
-        )
-        if has_control and index < len(values) and values[index] in CONTROL_VALUES:
+        if has_control_value(spec) and index < len(values) and values[index] in CONTROL_VALUES:
             index += 1
         if spec.image_upload and index < len(values) and isinstance(values[index], str):
             index += 1

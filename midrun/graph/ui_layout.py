@@ -15,7 +15,7 @@ from typing import Any
 from midrun.core.errors import UnknownNodeTypesError
 from midrun.graph.registry import NodeRegistry
 from midrun.graph.types import InputSpec, NodeType
-from midrun.graph.ui_format import SEED_NAMES
+from midrun.graph.ui_format import has_control_value
 from midrun.graph.workflow import Workflow, as_link
 
 COLUMN_WIDTH, NODE_WIDTH, GAP = 340, 300, 40
@@ -46,17 +46,13 @@ def _depths(workflow: Workflow) -> dict[str, int]:
     return depths
 
 
-def _has_control(spec: InputSpec) -> bool:
-    return spec.control_after_generate or (spec.type == "INT" and spec.name in SEED_NAMES)
-
-
 def _height(node_type: NodeType, widgets: list[InputSpec]) -> int:
     rows = max(len([s for s in node_type.inputs if not s.is_widget and s.section != "hidden"]),
                len(node_type.outputs))  # fmt: skip
     height = TITLE_HEIGHT + rows * ROW_HEIGHT + 10
     for spec in widgets:
         height += TEXT_HEIGHT if spec.multiline else ROW_HEIGHT
-        if _has_control(spec):
+        if has_control_value(spec):
             height += ROW_HEIGHT
         if spec.image_upload:
             height += ROW_HEIGHT + 200  # the upload button and the image shown
@@ -113,7 +109,7 @@ def api_to_ui(workflow: Workflow, registry: NodeRegistry) -> dict[str, Any]:
         for widget in widgets:
             value = spec.inputs.get(widget.name, widget.default)
             values.append(None if as_link(value) is not None else value)
-            if _has_control(widget):
+            if has_control_value(widget):
                 values.append("fixed")
             if widget.name in spec.inputs:
                 given = len(values)

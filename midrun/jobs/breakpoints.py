@@ -188,16 +188,18 @@ def create(
     return public(row)
 
 
-def check_nodes(bp: Breakpoint, nodes: set[str] | Mapping[str, Any] | None, where: str) -> None:
-    """Refuses a breakpoint on a node that ``nodes`` (ids, or a job row) does not have."""
-    if isinstance(nodes, Mapping):
-        workflow = nodes.get("workflow") if nodes.get("kind", "workflow") == "workflow" else None
-        nodes = set(workflow) if isinstance(workflow, Mapping) else None
+def check_nodes(bp: Breakpoint, nodes: set[str] | None, where: str) -> None:
+    """Refuses a breakpoint on a node that ``nodes`` (None: not known) does not have."""
     if nodes is not None and bp.node_id not in nodes:
         raise BreakpointError(
             f"No node {bp.node_id!r} in {where}; its nodes are {', '.join(sorted(nodes))}",
             node_id=bp.node_id,
         )
+
+
+def job_nodes(kind: str, workflow: Mapping[str, Any]) -> set[str] | None:
+    """The node ids of a job's workflow (None for a state graph job: not known here)."""
+    return set(workflow) if kind == "workflow" else None
 
 
 def insert_breakpoint(service: Jobs, conn: Connection, bp: Breakpoint, *,
@@ -216,7 +218,7 @@ def _nodes_of(service: Jobs, job_id: str | None, workflow_id: str | None) -> set
     """The node ids a breakpoint may name (None: not known, a state graph job)."""
     if job_id is not None:
         job = service.get(job_id)
-        return set(job.workflow) if job.kind == "workflow" else None
+        return job_nodes(job.kind, job.workflow)
     from midrun.jobs.workflows import get_workflow
 
     return set(get_workflow(service, str(workflow_id))["workflow"])

@@ -149,11 +149,11 @@ class Jobs:
         front: bool = False,
         breakpoints: Mapping[str, Sequence[Breakpoint]] | None = None,
     ) -> list[Job]:
-        from midrun.jobs.breakpoints import check_nodes, insert_breakpoint
+        from midrun.jobs.breakpoints import check_nodes, insert_breakpoint, job_nodes
 
         for row in rows:
             for bp in (breakpoints or {}).get(row["id"], ()):
-                check_nodes(bp, row, f"job {row['id']}")
+                check_nodes(bp, job_nodes(row["kind"], row["workflow"]), f"job {row['id']}")
         with self.db.begin() as conn:
             number = self.store.next_number(conn, front=front)
             for i, row in enumerate(rows):

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
@@ -69,27 +69,14 @@ async def _missing(request: Request) -> Response:
         "'midrun[server]'</code>), then reload.</p>", status_code=200)  # fmt: skip
 
 
-def _page(static: Path, policy: str) -> Any:
-    index = static / "index.html"
-
-    async def page(request: Request) -> Response:
-        """The canvas page, allowed to talk to this server only."""
-        response = FileResponse(index, media_type="text/html")
-        response.headers["Cache-Control"] = "no-cache"
-        response.headers["Content-Security-Policy"] = policy
-        return response
-
-    return page
-
-
 def routes(server: Any) -> list[BaseRoute]:
     out: list[BaseRoute] = []
     if WEB.is_dir():
         out.append(Mount("/extensions/midrun", app=NoCache(directory=WEB), name="midrun-web"))
     static = server.config.frontend_dir or package_dir()
     if static is not None:
+        # "/" is its index.html, with the page's policy (see NoCache).
         policy = content_policy((Path(static) / "index.html").read_text(encoding="utf-8"))
-        out.append(Route("/", _page(Path(static), policy)))
         out.append(Mount("/", app=NoCache(directory=static, html=True, policy=policy),
                          name="frontend"))  # fmt: skip
     else:

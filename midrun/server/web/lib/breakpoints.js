@@ -3,7 +3,7 @@
 // workflow each time it is queued, and a job already running gets them at once.
 import { app } from "../../../scripts/app.js";
 import { client } from "./client.js";
-import { dialog, el, toast } from "./ui.js";
+import { dialog, el, setBadge, toast } from "./ui.js";
 import { ENDED } from "./store.js";
 
 const PROPERTY = "midrun.breakpoints";
@@ -102,17 +102,11 @@ export class Breakpoints {
 
   // A red badge over each node that has breakpoints.
   mark(node) {
-    node.badges = (node.badges ?? []).filter((b) => !b[BADGE]);
     const list = breakpointsOf(node);
-    if (list.length && window.LGraphBadge) {
-      const badge = new window.LGraphBadge({
-        text: `● ${list.length === 1 ? describe(list[0]) : `${list.length} breakpoints`}`,
-        fgColor: "#ffffff", bgColor: "#b62324",
-      });
-      const make = () => badge;
-      make[BADGE] = true;
-      node.badges.push(make);
-    }
+    setBadge(node, BADGE, list.length ? {
+      text: `● ${list.length === 1 ? describe(list[0]) : `${list.length} breakpoints`}`,
+      fgColor: "#ffffff", bgColor: "#b62324",
+    } : null);
     app.graph?.setDirtyCanvas(true, true);
   }
 }

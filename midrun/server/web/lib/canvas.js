@@ -5,17 +5,11 @@
 // waiting for Resume.
 import { app } from "../../../scripts/app.js";
 import { client, viewUrl } from "./client.js";
-import { button, el, enlarge, fill, show } from "./ui.js";
+import { button, el, enlarge, fill, graphNode, show } from "./ui.js";
 import { act, jobControls } from "./tray.js";
 import { ENDED } from "./store.js";
 
 const GAP = 10;
-
-function nodeOf(id) {
-  if (id == null) return null;
-  const graph = app.canvas?.graph ?? app.graph;
-  return graph?.getNodeById?.(Number(id)) ?? graph?.getNodeById?.(id) ?? null;
-}
 
 // A node's box on screen, in page pixels.
 function screenBox(node) {
@@ -53,7 +47,7 @@ export class CanvasOverlay {
   // Keeps the card and outline on their node while the canvas pans and zooms.
   place() {
     const job = this.job;
-    const node = job && nodeOf(job.node);
+    const node = job && graphNode(job.node);
     if (!job || !node || !app.canvas?.canvas) {
       this.layer.hidden = true;
       return;

@@ -5,7 +5,7 @@
 // reason.
 import { app } from "../../../scripts/app.js";
 import { client } from "./client.js";
-import { button, dialog, el, show, toast } from "./ui.js";
+import { button, dialog, el, graphNode, nodeName, setBadge, show, toast } from "./ui.js";
 import { parameterForm } from "./dialogs.js";
 
 const BADGE = "midrunEdit";
@@ -103,7 +103,7 @@ export class Edits extends EventTarget {
   }
 
   setWidget(nodeId, name, value) {
-    const node = app.graph?.getNodeById?.(Number(nodeId));
+    const node = graphNode(nodeId);
     const widget = node?.widgets?.find((w) => w.name === name);
     if (!widget) return;
     this.applying = true;
@@ -122,18 +122,13 @@ export class Edits extends EventTarget {
     const edits = job ? this.pending.get(job.id) ?? [] : [];
     for (const node of app.graph?.nodes ?? []) {
       const mine = edits.filter((e) => String(e.node_id) === String(node.id));
-      node.badges = (node.badges ?? []).filter((b) => !b[BADGE]);
       for (const widget of node.widgets ?? []) {
         const edit = mine.find((e) => e.input_name === widget.name);
         if (widget.midrunLabel === undefined) widget.midrunLabel = widget.label ?? null;
         widget.label = edit ? `${widget.name} ✎ ${show(edit.old)} → ${show(edit.new)}` : widget.midrunLabel ?? undefined;
       }
-      if (mine.length && window.LGraphBadge) {
-        const badge = new window.LGraphBadge({ text: `modified mid-run (${mine.length})`, fgColor: "#1b1300", bgColor: "#e3b341" });
-        const make = () => badge;
-        make[BADGE] = true;
-        node.badges.push(make);
-      }
+      setBadge(node, BADGE, mine.length
+        ? { text: `modified mid-run (${mine.length})`, fgColor: "#1b1300", bgColor: "#e3b341" } : null);
     }
     app.graph?.setDirtyCanvas(true, true);
   }
@@ -180,9 +175,4 @@ export class Edits extends EventTarget {
       },
     });
   }
-}
-
-function nodeName(id) {
-  const node = app.graph?.getNodeById?.(Number(id));
-  return node ? node.title ?? node.type : `node ${id}`;
 }

@@ -2,9 +2,8 @@
 // Pause / Resume / Abort; batches grouped with a progress grid, "Stop remaining" and their
 // images side by side; the pipeline control and, while it is paused, a banner saying what
 // was running and what is pending.
-import { app } from "../../../scripts/app.js";
 import { client, viewUrl } from "./client.js";
-import { button, dialog, el, enlarge, fill, toast } from "./ui.js";
+import { button, dialog, el, enlarge, fill, nodeName, toast } from "./ui.js";
 import { ENDED } from "./store.js";
 
 const LABEL = { queued: "queued", running: "running", pausing: "pausing…", paused: "paused",
@@ -46,11 +45,6 @@ export function jobControls(job) {
   return controls;
 }
 
-export function nodeTitle(id) {
-  const node = app.graph?.getNodeById?.(Number(id));
-  return node ? `${node.title ?? node.type} (${id})` : `node ${id}`;
-}
-
 function progress(job) {
   if (!job.total) return null;
   const pct = Math.round((100 * (job.step ?? 0)) / job.total);
@@ -74,7 +68,7 @@ function jobRow(job, store) {
       el("span", { class: "midrun-state" }, LABEL[job.state] ?? job.state)),
     progress(job),
     job.hit && job.state === "paused"
-      ? el("div", { class: "midrun-note" }, `stopped at ${nodeTitle(job.hit.node)}${job.hit.step ? `, step ${job.hit.step}` : ""}`)
+      ? el("div", { class: "midrun-note" }, `stopped at ${nodeName(job.hit.node)} (${job.hit.node})${job.hit.step ? `, step ${job.hit.step}` : ""}`)
       : null,
     job.reason && (job.state === "aborted" || job.state === "aborting")
       ? el("div", { class: "midrun-reason" }, `Reason: ${job.reason}`) : null,

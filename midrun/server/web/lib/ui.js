@@ -19,6 +19,28 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// A node of the workflow's graph by the id a job names it with, and what to call it.
+export function graphNode(id) {
+  return id == null ? null : app.graph?.getNodeById?.(Number(id)) ?? null;
+}
+
+export function nodeName(id) {
+  const node = graphNode(id);
+  return node ? node.title ?? node.type : `node ${id}`;
+}
+
+// Sets or clears (options null) one kind of midrun badge on a node; `kind` marks ours
+// among the node's badges so each kind is replaced, never stacked.
+export function setBadge(node, kind, options) {
+  node.badges = (node.badges ?? []).filter((b) => !b[kind]);
+  if (options && window.LGraphBadge) {
+    const badge = new window.LGraphBadge(options);
+    const make = () => badge;
+    make[kind] = true;
+    node.badges.push(make);
+  }
+}
+
 // Replaces a node's children; arrays are flattened and null/false left out.
 export function fill(node, ...children) {
   node.replaceChildren(...children.flat(Infinity).filter((c) => c != null && c !== false));
