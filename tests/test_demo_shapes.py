@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -30,9 +32,26 @@ def test_held_out_triples_never_appear_in_training() -> None:
         assert {t[i] for t in train} == set(values)
 
 
+def test_shapes_stand_upright_within_the_tilt() -> None:
+    for tilt in (0.0, 10.0, 45.0):
+        for spec in shapes.specs(2, 200, tilt=tilt):
+            off = math.degrees(spec.rotation - shapes.UPRIGHT[spec.shape])
+            assert abs(off) <= tilt + 1e-9, spec
+    # A level square fills its bounding box; a tilted one does not.
+    square = next(s for s in shapes.specs(2, 50, tilt=0.0) if s.shape == "square")
+    mask = np.linalg.norm(np.asarray(shapes.render(square), np.float32)
+                          - shapes.BACKGROUNDS[square.background], axis=-1) > 60  # fmt: skip
+    ys, xs = np.nonzero(mask)
+    assert mask.sum() / ((np.ptp(ys) + 1) * (np.ptp(xs) + 1)) > 0.9
+    # 180: any angle, drawn as the first demo model's data was.
+    angles = [s.rotation for s in shapes.specs(2, 200, tilt=180.0)]
+    assert min(angles) >= 0 and max(angles) > 5.5 and min(angles) < 0.8
+
+
+@pytest.mark.parametrize("tilt", [shapes.TILT, 180.0])
 @pytest.mark.parametrize("held_out", [False, True])
-def test_checker_reads_every_rendered_shape_and_colour(held_out: bool) -> None:
-    for spec in shapes.specs(3, 150, held_out):
+def test_checker_reads_every_rendered_shape_and_colour(held_out: bool, tilt: float) -> None:
+    for spec in shapes.specs(3, 150, held_out, tilt):
         verdict = checker.classify(shapes.render(spec))
         assert (verdict.shape, verdict.colour, verdict.background) == (
             spec.shape, spec.colour, spec.background

@@ -1,7 +1,8 @@
 """Grades the demo model with the checker, through midrun's own KSampler and VAE nodes.
 
 * held-out accuracy: images for (colour, shape, background) triples never seen in
-  training, 20 euler steps; correct when the checker reads the requested shape and colour;
+  training, 20 euler steps; correct when the checker reads the requested shape and colour
+  (and the same over triples seen in training, to show the gap);
 * mid-run edit: "red" -> "blue" swapped into the running sampler at step ``--edit-step``
   (and, for the dependence, at other steps); correct when the image reads blue;
 * the median wall time of a 20-step generation (text encoding, sampling, decoding);
@@ -17,6 +18,7 @@ import argparse
 import json
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +32,8 @@ from midrun.nodes.comfy_impl import implementations
 
 
 class Generator:
-    def __init__(self, model_dir: Path, cfg: float, steps: int, sampler: str = "euler") -> None:
+    def __init__(self, model_dir: Path, cfg: float, steps: int, sampler: str = "euler",
+                 scheduler: str = "normal") -> None:  # fmt: skip
         models = Path(tempfile.mkdtemp()) / "models"
         (models / "checkpoints").mkdir(parents=True)
         (models / "checkpoints" / "demo").symlink_to(model_dir.resolve())
@@ -38,7 +41,7 @@ class Generator:
         self.nodes = implementations(self.runtime)
         self.model, self.clip, self.vae = self.nodes["CheckpointLoaderSimple"]("demo")
         self.node = KSamplerStep()
-        self.cfg, self.steps, self.sampler = cfg, steps, sampler
+        self.cfg, self.steps, self.sampler, self.scheduler = cfg, steps, sampler, scheduler
         self.negative = self.clip.encode("")
 
     def start(self, caption: str, seed: int) -> dict[str, Any]:
@@ -48,7 +51,7 @@ class Generator:
             "steps": self.steps,
             "cfg": self.cfg,
             "sampler_name": self.sampler,
-            "scheduler": "normal",
+            "scheduler": self.scheduler,
             "positive": self.clip.encode(caption),
             "negative": self.negative,
             "latent_image": self.nodes["EmptyLatentImage"](shapes.SIZE, shapes.SIZE, 1)[0],
@@ -72,13 +75,17 @@ class Generator:
         return self.finish(self.start(caption, seed))
 
 
-def held_out_accuracy(gen: Generator, count: int, seed: int) -> dict[str, Any]:
+def held_out_accuracy(gen: Generator, count: int, seed: int, seen: bool = False
+                      ) -> dict[str, Any]:  # fmt: skip
+    """Cycles through the held-out triples (with ``seen``, through the training triples
+    instead: the same figure for combinations the model was trained on, for comparison)."""
     rng = random.Random(seed)
-    _, held = shapes.split()
+    train, held = shapes.split()
+    pool = train if seen else held
     correct = 0
     misses: dict[str, int] = {}
     for i in range(count):
-        colour, shape, background = held[i % len(held)]
+        colour, shape, background = pool[i % len(pool)]
         caption = f"a {colour} {shape} on a {background} background"
         verdict = gen.generate(caption, rng.randrange(2**32))
         if (verdict.shape, verdict.colour) == (shape, colour):
@@ -134,12 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edit-step", type=int, default=8)
     parser.add_argument("--edit-steps", default="4,8,12")
     parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--scheduler", default="normal")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", action="store_true",
+                        help="keep the report in the model folder's card")  # fmt: skip
     parser.add_argument("--only-vae", action="store_true", help="just the VAE ceiling")
     args = parser.parse_args(argv)
-    gen = Generator(Path(args.model), args.cfg, args.steps)
+    gen = Generator(Path(args.model), args.cfg, args.steps, scheduler=args.scheduler)
     ceiling = vae_ceiling(gen, 200, args.seed)
     if args.only_vae:
         print(json.dumps({"vae_ceiling": ceiling}))
@@ -147,15 +157,51 @@ def main(argv: list[str] | None = None) -> int:
     edit_steps = sorted({args.edit_step, *map(int, args.edit_steps.split(","))})
     report = {
         "held_out": held_out_accuracy(gen, args.images, args.seed),
+        "seen_in_training": held_out_accuracy(gen, args.images, args.seed, seen=True),
         "edit_red_to_blue": edit_success(gen, args.trials, edit_steps, args.seed),
         "generation_20_steps": timing(gen, 9),
         "vae_ceiling": ceiling,
         "cfg": args.cfg,
         "sampler": "euler",
+        "scheduler": args.scheduler,
         "steps": args.steps,
     }
     print(json.dumps(report, indent=None if args.json else 1))
+    if args.record:
+        args_used = sys.argv[1:] if argv is None else argv
+        record(
+            Path(args.model), report, " ".join(["python -m midrun.demo_model.evaluate", *args_used])
+        )
     return 0
+
+
+def record(folder: Path, report: dict[str, Any], command: str) -> None:
+    """Keeps ``report`` in the folder's card (``card.json`` and an Evaluation section of
+    ``MODEL_CARD.md``, replaced on each run), with the ``command`` that measured it."""
+    card_path = folder / "card.json"
+    card = json.loads(card_path.read_text("utf-8"))
+    card["evaluation"] = {"command": command, **report}
+    card_path.write_text(json.dumps(card, indent=1), "utf-8")
+    held, edits = report["held_out"], report["edit_red_to_blue"]
+    by_step = ", ".join(f"step {k}: {v:.0%}" for k, v in edits["blue_share_by_edit_step"].items())
+    lines = [
+        "## Evaluation",
+        "",
+        f"`{command}` ({report['steps']} {report['sampler']} steps, {report['scheduler']}"
+        f" schedule, cfg {report['cfg']:g}):",
+        "",
+        f"- held-out triples: {held['accuracy']:.1%} of {held['images']} images read as the"
+        f" requested shape and colour (misses: {held['misses'] or 'none'})",
+        f"- triples seen in training: {report['seen_in_training']['accuracy']:.1%}",
+        f"- red -> blue edit, share read blue over {edits['trials']} trials: {by_step}",
+        f"- 20-step generation, median: {report['generation_20_steps']['median_s']:.2f} s",
+        f"- VAE ceiling (held-out renders encoded and decoded): "
+        f"{report['vae_ceiling']['accuracy']:.1%}",
+        "",
+    ]
+    card_md = folder / "MODEL_CARD.md"
+    text = card_md.read_text("utf-8").split("## Evaluation")[0].rstrip("\n")
+    card_md.write_text(text + "\n\n" + "\n".join(lines), "utf-8")
 
 
 if __name__ == "__main__":

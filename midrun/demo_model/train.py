@@ -14,6 +14,8 @@ model card.
     python -m midrun.demo_model.train --finetune-decoder FOLDER   # the last stage alone
     python -m midrun.demo_model.train --continue-unet FOLDER --unet-steps 4000 --unet-lr 2e-4
                                       # more UNet + text encoder training on a saved folder
+    python -m midrun.demo_model.train --vae-from FOLDER --out OUT
+                                      # a new UNet + text encoder on a saved folder's VAE
 
 Everything is seeded; the card records the command, seed, hardware, time and metrics.
 """
@@ -59,6 +61,7 @@ class Config:
     decoder_batch: int = 16
     decoder_lr: float = 5e-4
     caption_dropout: float = 0.1
+    tilt: float = shapes.TILT  # degrees either side of upright; 180: any angle
     vae_channels: tuple[int, ...] = (16, 32, 64, 64)
     unet_channels: tuple[int, ...] = (32, 64, 64)
     text_width: int = 64
@@ -121,7 +124,7 @@ def unet_model(c: Config) -> Any:
 
 def render_dataset(c: Config) -> tuple[torch.Tensor, list[str]]:
     """``(images (N, 3, 64, 64) in -1..1, captions)`` over the training triples."""
-    specs = list(shapes.specs(c.seed, c.images))
+    specs = list(shapes.specs(c.seed, c.images, tilt=c.tilt))
     pixels = np.stack([np.asarray(shapes.render(s)) for s in specs])
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     return images, [s.caption for s in specs]
@@ -337,6 +340,7 @@ def write_card(
             f"- stage {i + 1}: `{st['command']}` ({st['seconds'] / 60:.1f} min)"
             for i, st in enumerate(stages)
         ],
+        *(["- each stage took the folder the stage before it wrote"] if len(stages) > 1 else []),
         f"- seed: {c.seed}",
         f"- hardware: {card['hardware']}",
         f"- training time: {card['seconds'] / 60:.1f} min",
@@ -351,6 +355,7 @@ def _card_config(card: dict[str, Any], c: Config, fields: tuple[str, ...]) -> Co
     """The config a card records, with ``fields`` taken from ``c`` (a later stage's)."""
     saved = {k: tuple(v) if isinstance(v, list) else v
              for k, v in card["config"].items() if k in Config.__dataclass_fields__}  # fmt: skip
+    saved.setdefault("tilt", 180.0)  # cards from before the field drew any angle
     return Config(**{**saved, **{f: getattr(c, f) for f in fields}})
 
 
@@ -426,12 +431,33 @@ def finetune_folder(folder: Path, c: Config, log: Any = print) -> dict[str, Any]
     return metrics
 
 
-def train(c: Config, out: Path, log: Any = print) -> dict[str, Any]:
+def load_vae(folder: Path) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
+    """A trained folder's VAE, the VAE metrics its card records and the stages that made
+    it (a fresh UNet can be trained on it with ``train(..., vae_from=folder)``)."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
+    card = json.loads((folder / "card.json").read_text("utf-8"))
+    stages = card.get("stages") or [{"command": card["command"], "seconds": card["seconds"]}]
+    if "tilt" not in card["config"]:  # made before the option, on shapes at any angle
+        stages = [{**st, "command": f"{st['command']} --tilt 180"} for st in stages]
+    metrics = {k: v for k, v in card["metrics"].items() if k.startswith(("vae_", "decoder_"))}
+    return vae.float().eval().requires_grad_(False), metrics, stages
+
+
+def train(c: Config, out: Path, log: Any = print, vae_from: Path | None = None) -> dict[str, Any]:
+    """The whole model; with ``vae_from``, that folder's trained VAE (decoder fine-tune
+    included) is kept and only the text encoder and UNet are trained, from scratch."""
     started = time.perf_counter()
     torch.manual_seed(c.seed)
     images, captions = render_dataset(c)
     log(f"dataset: {len(images)} images, {len(set(captions))} captions")
-    vae, metrics = train_vae(c, images, log)
+    earlier: list[dict[str, Any]] = []
+    if vae_from:
+        vae, metrics, earlier = load_vae(vae_from)
+        log(f"VAE from {vae_from}")
+    else:
+        vae, metrics = train_vae(c, images, log)
     latents = encode_dataset(vae, images)
     scale = float(1.0 / latents.std())
     rgb = fit_latent_rgb(latents * scale, images)
@@ -447,12 +473,13 @@ def train(c: Config, out: Path, log: Any = print) -> dict[str, Any]:
 
     unet, text, unet_metrics = train_unet(c, latents * scale, captions, log, snapshot)
     metrics.update(unet_metrics, latent_scale=scale)
-    if c.decoder_steps:
+    if c.decoder_steps and not vae_from:
         metrics.update(finetune_decoder(vae, images, c.decoder_steps, c.decoder_batch,
                                         c.decoder_lr, c.seed + 4, log))  # fmt: skip
     save_folder(out, vae, text, unet, scale, rgb)
     seconds = time.perf_counter() - started
-    write_card(out, c, metrics, seconds)
+    stages = [*earlier, {"command": _command(), "seconds": round(seconds, 1)}]
+    write_card(out, c, metrics, seconds, stages)
     log(f"saved {out} ({folder_bytes(out) / 1e6:.1f} MB) in {seconds / 60:.1f} min")
     return metrics
 
@@ -464,12 +491,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only the decoder stage on a trained folder")  # fmt: skip
     parser.add_argument("--continue-unet", metavar="FOLDER", default=None,
                         help="train a saved folder's UNet and text encoder further")  # fmt: skip
+    parser.add_argument("--vae-from", metavar="FOLDER", default=None,
+                        help="train a new UNet and text encoder on a trained VAE")  # fmt: skip
     for field, default in asdict(Config()).items():
         if isinstance(default, tuple):
             continue
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args(argv)
-    stages = ("out", "finetune_decoder", "continue_unet")
+    stages = ("out", "finetune_decoder", "continue_unet", "vae_from")
     values = {k: v for k, v in vars(args).items() if k not in stages}
     config = Config(**values)
     started = time.perf_counter()
@@ -482,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.finetune_decoder:
         finetune_folder(Path(args.finetune_decoder), config, log)
     else:
-        train(config, Path(args.out), log)
+        train(config, Path(args.out), log, Path(args.vae_from) if args.vae_from else None)
     return 0
 
 

@@ -60,6 +60,23 @@ def test_a_short_training_run_gives_a_loadable_model(tmp_path: Path, monkeypatch
     card = json.loads((out / "card.json").read_text())
     assert len(card["stages"]) == 3 and card["metrics"]["unet_steps_total"] == 5
     assert card["config"]["unet_steps"] == 3  # the first run's config stays on record
+
+    # A fresh UNet and text encoder on the folder's trained VAE: the VAE is kept as it is
+    # and the card lists the stages that made it before the new run.
+    fresh = tmp_path / "fresh"
+    train.train(train.Config(images=48, unet_steps=2, unet_batch=4, tilt=0.0), fresh,
+                lines.append, vae_from=out)  # fmt: skip
+    kept = AutoencoderKL.from_pretrained(fresh / "vae")
+    assert torch.equal(again.decoder.conv_out.weight, kept.decoder.conv_out.weight)
+    fresh_card = json.loads((fresh / "card.json").read_text())
+    assert fresh_card["stages"][:3] == card["stages"] and len(fresh_card["stages"]) == 4
+    assert fresh_card["config"]["tilt"] == 0.0
+    assert fresh_card["metrics"]["decoder_recon_loss"] == card["metrics"]["decoder_recon_loss"]
+    # Cards from before the tilt option drew shapes at any angle, and say so.
+    del card["config"]["tilt"]
+    (out / "card.json").write_text(json.dumps(card))
+    _, _, stages = train.load_vae(out)
+    assert all(st["command"].endswith("--tilt 180") for st in stages)
     runtime = DiffusionRuntime.create(tmp_path / "models", device="cpu",
                                       output_dir=tmp_path / "out")  # fmt: skip
     loaded = runtime.checkpoint("midrun-demo")
@@ -81,9 +98,21 @@ def test_a_short_training_run_gives_a_loadable_model(tmp_path: Path, monkeypatch
     gen = evaluate.Generator(out, cfg=5.0, steps=3)
     held = evaluate.held_out_accuracy(gen, 3, seed=0)
     assert held["images"] == 3 and 0 <= held["accuracy"] <= 1
+    seen = evaluate.held_out_accuracy(gen, 2, seed=0, seen=True)
+    assert seen["images"] == 2 and 0 <= seen["accuracy"] <= 1
     edits = evaluate.edit_success(gen, 2, [1, 2], seed=0)
     assert set(edits["blue_share_by_edit_step"]) == {"1", "2"}
     assert evaluate.timing(gen, 1)["median_s"] > 0
+    # --record keeps the report in the card, replacing an earlier one.
+    for _ in range(2):
+        assert evaluate.main(["--model", str(out), "--images", "2", "--trials", "1",
+                              "--edit-step", "1", "--edit-steps", "2", "--steps", "2",
+                              "--json", "--record"]) == 0  # fmt: skip
+    recorded = json.loads((out / "card.json").read_text())["evaluation"]
+    assert recorded["held_out"]["images"] == 2 and "--record" in recorded["command"]
+    assert set(recorded["edit_red_to_blue"]["blue_share_by_edit_step"]) == {"1", "2"}
+    card_text = (out / "MODEL_CARD.md").read_text()
+    assert card_text.count("## Evaluation") == 1 and "training time" in card_text
 
     # Shipped weights are listed as "midrun-demo" in every models folder.
     import midrun.demo_model as demo
