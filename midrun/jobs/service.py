@@ -252,8 +252,13 @@ class Jobs:
             job = self.store.transition(conn, job, target, paused_by=by)
             self.store.event(conn, job_id, "pause_requested" if target == JobState.PAUSING
                              else "paused", actor=actor, by=by)  # fmt: skip
+            if target == JobState.PAUSING:
+                # Said before the commit: once it is committed the worker may pause and
+                # say "paused" first, and a late "pausing" would undo that for listeners.
+                self.bus.emit("pausing", job_id=job_id)
         self.signals.poke(job_id)
-        self.bus.emit("pausing" if target == JobState.PAUSING else "paused", job_id=job_id)
+        if target == JobState.PAUSED:
+            self.bus.emit("paused", job_id=job_id)
         return job
 
     def resume(
@@ -294,8 +299,11 @@ class Jobs:
                                             request_reason=reason)  # fmt: skip
                 self.store.event(conn, job_id, "abort_requested", actor=actor, reason=reason)
                 ended = False
+                # Before the commit, as in pause: the worker's "aborted" comes after it.
+                self.bus.emit("aborting", job_id=job_id, reason=reason)
         self.signals.poke(job_id)
-        self.bus.emit("aborted" if ended else "aborting", job_id=job_id, reason=reason)
+        if ended:
+            self.bus.emit("aborted", job_id=job_id, reason=reason)
         return job
 
     # -- edits -------------------------------------------------------------------------

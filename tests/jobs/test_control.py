@@ -140,6 +140,32 @@ def test_abort_of_a_running_job_keeps_partial_results(service, pool) -> None:
     assert aborted.checkpoint_step == step
 
 
+@pytest.mark.parametrize("action", ["pause", "abort"])
+def test_a_request_is_announced_before_the_worker_acts_on_it(
+    service, pool, monkeypatch, action: str
+) -> None:
+    """Listeners hear "pausing" / "aborting" before the worker's "paused" / "aborted",
+    even when the worker acts at once: here the request's own thread is held in its poke
+    until the worker is done (a page hearing them the other way round showed a job as
+    "aborting" for ever)."""
+    job = service.submit(ticker(steps=500, delay=0.005))
+    wait_step(service, job.id, 2)
+    heard: list[str] = []
+    service.bus.subscribe(lambda e: heard.append(e["type"]) if e.get("job_id") == job.id else None)
+    ended = JobState.PAUSED if action == "pause" else JobState.ABORTED
+    poke = service.signals.poke
+
+    def held_poke(job_id: str) -> None:
+        poke(job_id)
+        service.wait(job_id, [ended], timeout=10)
+
+    monkeypatch.setattr(service.signals, "poke", held_poke)
+    getattr(service, action)(job.id)
+    request, done = ("midrun.pausing", "midrun.paused") if action == "pause" else (
+        "midrun.aborting", "midrun.aborted")  # fmt: skip
+    assert [t for t in heard if t in (request, done)] == [request, done]
+
+
 def test_abort_of_queued_and_paused_jobs_is_immediate(service, pool) -> None:
     from midrun.jobs import pipeline
 

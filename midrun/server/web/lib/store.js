@@ -110,7 +110,11 @@ export class Store extends EventTarget {
     if (!id) return;
     const entry = this.job(id);
     entry.eventAt = performance.now();
-    if (EVENT_STATE[type]) entry.state = EVENT_STATE[type];
+    // Events from different threads or processes can cross: a request's "pausing" or
+    // "aborting" may come after the worker's "paused" or "aborted". An ended job stays
+    // ended, and a late "pausing" does not undo "paused".
+    const stale = ENDED.has(entry.state) || (type === "midrun.pausing" && entry.state === "paused");
+    if (EVENT_STATE[type] && !stale) entry.state = EVENT_STATE[type];
     if (type === "midrun.pausing" && data.by) entry.pausedBy = data.by;
     if (type === "midrun.resumed") entry.hit = null;
     if (type === "midrun.aborted" || type === "midrun.aborting") entry.reason = data.reason ?? entry.reason;
