@@ -72,6 +72,11 @@ def test_a_short_training_run_gives_a_loadable_model(tmp_path: Path, monkeypatch
     assert fresh_card["stages"][:3] == card["stages"] and len(fresh_card["stages"]) == 4
     assert fresh_card["config"]["tilt"] == 0.0
     assert fresh_card["metrics"]["decoder_recon_loss"] == card["metrics"]["decoder_recon_loss"]
+    # The same command gives the same weights: training is reproducible from the script.
+    train.train(train.Config(images=48, unet_steps=2, unet_batch=4, tilt=0.0),
+                tmp_path / "again", lines.append, vae_from=out)  # fmt: skip
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        assert (fresh / part).read_bytes() == (tmp_path / "again" / part).read_bytes(), part
     # Cards from before the tilt option drew shapes at any angle, and say so.
     del card["config"]["tilt"]
     (out / "card.json").write_text(json.dumps(card))
