@@ -277,7 +277,8 @@ class Jobs:
             pending = len(self.store_edits(conn, job_id, "pending"))
             self.store.event(conn, job_id, "resumed", actor=actor, front=bool(front),
                              pending_edits=pending)  # fmt: skip
-        self.bus.emit("resumed", job_id=job_id)
+            # Before the commit, as in pause: a worker may claim the job at once after it.
+            self.bus.emit("resumed", job_id=job_id)
         self.signals.wake_workers()
         return job
 

@@ -166,6 +166,36 @@ def test_a_request_is_announced_before_the_worker_acts_on_it(
     assert [t for t in heard if t in (request, done)] == [request, done]
 
 
+def test_a_resume_is_announced_before_the_worker_starts_again(service, pool, monkeypatch) -> None:
+    """As above for "resumed": here the resuming thread is held just after its commit
+    until a worker has started the job again."""
+    import contextlib
+    import threading
+
+    job = service.submit(ticker(steps=60, delay=0.005))
+    wait_step(service, job.id, 2)
+    service.pause(job.id)
+    service.wait(job.id, [JobState.PAUSED])
+    heard: list[str] = []
+    service.bus.subscribe(lambda e: heard.append(e["type"]) if e.get("job_id") == job.id else None)
+    begin, me = service.db.begin, threading.get_ident()
+
+    @contextlib.contextmanager
+    def held_begin():
+        with begin() as conn:
+            yield conn
+        if threading.get_ident() == me:  # the resume's own transaction, now committed
+            deadline = time.monotonic() + 10
+            while "midrun.started" not in heard and time.monotonic() < deadline:
+                time.sleep(0.002)
+
+    monkeypatch.setattr(service.db, "begin", held_begin)
+    service.resume(job.id)
+    assert "midrun.started" in heard
+    assert heard.index("midrun.resumed") < heard.index("midrun.started"), heard
+    assert service.wait(job.id).state == JobState.COMPLETED
+
+
 def test_abort_of_queued_and_paused_jobs_is_immediate(service, pool) -> None:
     from midrun.jobs import pipeline
 
