@@ -18,13 +18,13 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from midrun.demo_model import checker, shapes
+from midrun.demo_model.train import command_line
 from midrun.diffusion.images import to_pil
 from midrun.diffusion.ksampler import KSamplerStep
 from midrun.diffusion.runtime import DiffusionRuntime
@@ -168,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(report, indent=None if args.json else 1))
     if args.record:
-        args_used = sys.argv[1:] if argv is None else argv
-        record(
-            Path(args.model), report, " ".join(["python -m midrun.demo_model.evaluate", *args_used])
-        )
+        record(Path(args.model), report, command_line("midrun.demo_model.evaluate", argv))
     return 0
 
 

@@ -87,18 +87,20 @@ def split() -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
 UPRIGHT = {"circle": 0.0, "ring": 0.0, "square": math.pi / 4, "triangle": -math.pi / 2,
            "star": -math.pi / 2}  # fmt: skip
 
-#: Default tilt range in degrees either side of upright. 180 means any angle.
+#: Default tilt range in degrees either side of upright.
 TILT = 10.0
+#: The tilt that means any angle (the first demo model's data, and what its card implies).
+ANY_ANGLE = 180.0
 
 
 def random_spec(rng: random.Random, triple: tuple[str, str, str], tilt: float = TILT) -> ShapeSpec:
     """A random size and position; the rotation is upright give or take ``tilt`` degrees
-    (at 180, any angle: the first demo model's data)."""
+    (at ``ANY_ANGLE``, any angle: the first demo model's data)."""
     colour, shape, background = triple
     radius = rng.uniform(14.0, 24.0)
     margin = radius + 2.0
     cx, cy = rng.uniform(margin, SIZE - margin), rng.uniform(margin, SIZE - margin)
-    if tilt >= 180:
+    if tilt >= ANY_ANGLE:
         rotation = rng.uniform(0.0, 2 * math.pi)
     else:
         rotation = UPRIGHT[shape] + math.radians(rng.uniform(-tilt, tilt))

@@ -61,7 +61,7 @@ class Config:
     decoder_batch: int = 16
     decoder_lr: float = 5e-4
     caption_dropout: float = 0.1
-    tilt: float = shapes.TILT  # degrees either side of upright; 180: any angle
+    tilt: float = shapes.TILT  # degrees either side of upright (shapes.ANY_ANGLE: any)
     vae_channels: tuple[int, ...] = (16, 32, 64, 64)
     unet_channels: tuple[int, ...] = (32, 64, 64)
     text_width: int = 64
@@ -297,8 +297,10 @@ def folder_bytes(out: Path) -> int:
     return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
 
 
-def _command() -> str:
-    return " ".join([Path(sys.executable).name, "-m", "midrun.demo_model.train", *sys.argv[1:]])
+def command_line(module: str = "midrun.demo_model.train", argv: list[str] | None = None) -> str:
+    """How this run was started (``argv``: its arguments, this process's by default)."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join([Path(sys.executable).name, "-m", module, *args])
 
 
 def _hardware() -> dict[str, Any]:
@@ -317,7 +319,7 @@ def write_card(
 ) -> None:  # fmt: skip
     """``card.json`` and ``MODEL_CARD.md``. ``stages`` lists every command that made the
     weights (a run, then any later stage such as a decoder fine-tune), with its time."""
-    stages = stages or [{"command": _command(), "seconds": round(seconds, 1)}]
+    stages = stages or [{"command": command_line(), "seconds": round(seconds, 1)}]
     card = {
         "command": stages[0]["command"],
         "stages": stages,
@@ -355,14 +357,14 @@ def _card_config(card: dict[str, Any], c: Config, fields: tuple[str, ...]) -> Co
     """The config a card records, with ``fields`` taken from ``c`` (a later stage's)."""
     saved = {k: tuple(v) if isinstance(v, list) else v
              for k, v in card["config"].items() if k in Config.__dataclass_fields__}  # fmt: skip
-    saved.setdefault("tilt", 180.0)  # cards from before the field drew any angle
+    saved.setdefault("tilt", shapes.ANY_ANGLE)  # cards from before the field drew any angle
     return Config(**{**saved, **{f: getattr(c, f) for f in fields}})
 
 
 def _add_stage(folder: Path, card: dict[str, Any], config: Config, metrics: dict[str, Any],
                seconds: float) -> None:  # fmt: skip
     stages = card.get("stages") or [{"command": card["command"], "seconds": card["seconds"]}]
-    stages.append({"command": _command(), "seconds": round(seconds, 1)})
+    stages.append({"command": command_line(), "seconds": round(seconds, 1)})
     write_card(folder, config, {**card["metrics"], **metrics}, 0.0, stages)
 
 
@@ -440,7 +442,8 @@ def load_vae(folder: Path) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
     card = json.loads((folder / "card.json").read_text("utf-8"))
     stages = card.get("stages") or [{"command": card["command"], "seconds": card["seconds"]}]
     if "tilt" not in card["config"]:  # made before the option, on shapes at any angle
-        stages = [{**st, "command": f"{st['command']} --tilt 180"} for st in stages]
+        stages = [{**st, "command": f"{st['command']} --tilt {shapes.ANY_ANGLE:g}"}
+                  for st in stages]  # fmt: skip
     metrics = {k: v for k, v in card["metrics"].items() if k.startswith(("vae_", "decoder_"))}
     return vae.float().eval().requires_grad_(False), metrics, stages
 
@@ -478,7 +481,7 @@ def train(c: Config, out: Path, log: Any = print, vae_from: Path | None = None) 
                                         c.decoder_lr, c.seed + 4, log))  # fmt: skip
     save_folder(out, vae, text, unet, scale, rgb)
     seconds = time.perf_counter() - started
-    stages = [*earlier, {"command": _command(), "seconds": round(seconds, 1)}]
+    stages = [*earlier, {"command": command_line(), "seconds": round(seconds, 1)}]
     write_card(out, c, metrics, seconds, stages)
     log(f"saved {out} ({folder_bytes(out) / 1e6:.1f} MB) in {seconds / 60:.1f} min")
     return metrics
