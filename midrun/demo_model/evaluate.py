@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the report in the model folder's card")  # fmt: skip
     parser.add_argument("--only-vae", action="store_true", help="just the VAE ceiling")
     args = parser.parse_args(argv)
+    if args.record and not (Path(args.model) / "card.json").is_file():  # before any work
+        parser.error(f"--record: {args.model} has no card.json to keep the report in")
     gen = Generator(Path(args.model), args.cfg, args.steps, scheduler=args.scheduler)
     ceiling = vae_ceiling(gen, 200, args.seed)
     if args.only_vae:

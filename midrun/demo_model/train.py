@@ -501,6 +501,16 @@ def main(argv: list[str] | None = None) -> int:
             continue
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args(argv)
+    # A folder a stage starts from must hold what it reads: refused here, before any work.
+    reads = {"continue_unet": ("vae", "unet", "text_encoder"), "finetune_decoder": ("vae",),
+             "vae_from": ("vae",)}  # fmt: skip
+    for option, models in reads.items():
+        folder = getattr(args, option)
+        missing = [need for need in [*(f"{m}/config.json" for m in models), "card.json"]
+                   if folder and not (Path(folder) / need).is_file()]  # fmt: skip
+        if missing:
+            parser.error(f"--{option.replace('_', '-')} {folder} is not a trained demo model "
+                         f"folder: it has no {', '.join(missing)}")  # fmt: skip
     stages = ("out", "finetune_decoder", "continue_unet", "vae_from")
     values = {k: v for k, v in vars(args).items() if k not in stages}
     config = Config(**values)

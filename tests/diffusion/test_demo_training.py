@@ -134,3 +134,34 @@ def test_a_short_training_run_gives_a_loadable_model(tmp_path: Path, monkeypatch
     assert run_image_demo(tmp_path / "demo-data", device="cpu") == 0
     assert list((tmp_path / "demo-data" / "output").glob("midrun-demo_*_.png"))
     assert list((tmp_path / "demo-data" / "runs").iterdir())
+
+
+def test_a_stage_refuses_a_folder_without_what_it_reads(tmp_path: Path, capsys) -> None:
+    """--vae-from, --continue-unet and --finetune-decoder name what the folder lacks, before
+    any data is drawn or any output written."""
+    import pytest
+
+    partial = tmp_path / "partial"
+    (partial / "vae").mkdir(parents=True)
+    (partial / "vae" / "config.json").write_text("{}")
+    out = tmp_path / "out"
+    cases = [
+        (["--vae-from", str(tmp_path / "nope")], "no vae/config.json, card.json"),
+        (["--vae-from", str(partial)], "no card.json"),
+        (["--continue-unet", str(partial)],
+         "no unet/config.json, text_encoder/config.json, card.json"),
+        (["--finetune-decoder", str(tmp_path / "nope")], "no vae/config.json, card.json"),
+    ]
+    for args, lacks in cases:
+        with pytest.raises(SystemExit) as refused:
+            train.main([*args, "--out", str(out)])
+        assert refused.value.code == 2
+        error = capsys.readouterr().err
+        assert f"{args[0]} {args[1]} is not a trained demo model folder" in error and lacks in error
+    assert not out.exists()
+    from midrun.demo_model import evaluate
+
+    with pytest.raises(SystemExit) as refused:
+        evaluate.main(["--model", str(partial), "--record"])
+    assert refused.value.code == 2
+    assert f"--record: {partial} has no card.json" in capsys.readouterr().err
