@@ -369,6 +369,15 @@ class BreakpointSet:
         self._by_id.clear()
         self._by_node.clear()
 
+    def replace(self, items: Iterable[Breakpoint]) -> None:
+        """Hold ``items`` instead (a reload of stored breakpoints): a breakpoint already
+        held keeps its hit count, so hit and ignore counts run on across reloads."""
+        counts = {bp.id: bp.hit_count for bp in self._by_id.values()}
+        self.clear()
+        for bp in items:
+            bp.hit_count = counts.get(bp.id, bp.hit_count)
+            self.add(bp)
+
     def get(self, bp_id: str) -> Breakpoint:
         try:
             return self._by_id[bp_id]

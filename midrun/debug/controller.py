@@ -15,27 +15,21 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from midrun.core.errors import MidrunError
+from midrun.debug import stops
 from midrun.debug.breakpoints import BreakpointPosition, BreakpointSet
 from midrun.debug.inspector import Inspector, summarise
+from midrun.debug.stops import BREAKPOINT_POSITION, StepMode, Stepping, point_state
 from midrun.engine.control import ControlPoint, Directive, Hook, Position, RunEvent
 
 log = logging.getLogger("midrun.debug")
 
 Listener = Callable[[str, dict[str, Any]], None]
-
-_BP_POSITION = {
-    Position.BEFORE: "before",
-    Position.AFTER: "after",
-    Position.STEP: "step",
-    Position.ERROR: "on_error",
-}
-
 
 class PauseReason(StrEnum):
     BREAKPOINT = "breakpoint"
@@ -46,11 +40,13 @@ class PauseReason(StrEnum):
 
 
 class Command(StrEnum):
+    """What releases a held run. The step commands are ``StepMode.command``."""
+
     CONTINUE = "continue"
-    STEP_OVER = "step_over"
-    STEP_INTO = "step_into"
-    STEP_OUT = "step_out"
-    RUN_TO = "run_to"
+    STEP_OVER = StepMode.OVER.command
+    STEP_INTO = StepMode.INTO.command
+    STEP_OUT = StepMode.OUT.command
+    RUN_TO = StepMode.RUN_TO.command
     STOP = "stop"
     SUSPEND = "suspend"
 
@@ -99,42 +95,6 @@ class PauseContext:
         }
 
 
-def point_state(point: ControlPoint) -> dict[str, Any]:
-    """What a point shows: a StateGraph's state (with the update applied after a node), or
-    a workflow node's inputs/outputs (and step state inside a steppable node)."""
-    if point.kind == "stategraph":
-        state = dict(point.inputs)
-        if point.outputs and isinstance(point.outputs[0], Mapping):
-            state.update(point.outputs[0])
-        return state
-    values: dict[str, Any] = {"inputs": dict(point.inputs)}
-    if point.outputs is not None:
-        values["outputs"] = list(point.outputs)
-    if point.step_state is not None:
-        values["step_state"] = point.step_state
-    return values
-
-
-def condition_names(point: ControlPoint, state: dict[str, Any]) -> dict[str, Any]:
-    """Names a condition may use: the state's own keys, plus ``state``, ``inputs``,
-    ``outputs``, ``update``, ``step``, ``total_steps``, ``node``, ``position``, ``error``."""
-    names: dict[str, Any] = dict(state) if point.kind == "stategraph" else dict(point.inputs)
-    names.update(
-        state=state,
-        inputs=point.inputs,
-        node=point.node_id,
-        class_type=point.class_type,
-        position=_BP_POSITION[point.position],
-        step=point.step,
-        total_steps=point.total_steps,
-        error=point.error,
-        step_state=point.step_state,
-        outputs=list(point.outputs) if point.outputs is not None else None,
-        update=point.outputs[0] if point.kind == "stategraph" and point.outputs else None,
-    )
-    return names
-
-
 class ExecutionController(Hook):
     """Breakpoints, stepping and pause-now over one run at a time (or several in turn)."""
 
@@ -154,9 +114,7 @@ class ExecutionController(Hook):
         self._lock = threading.Lock()
         self._pause_requested = False
         self._stop_requested = False
-        self._mode = Command.CONTINUE
-        self._origin: PauseContext | None = None
-        self._target: tuple[str, str] | None = None
+        self._stepping: Stepping | None = None
         self._held: (
             tuple[PauseContext, asyncio.Future[tuple[Command, Any]], asyncio.AbstractEventLoop]
             | None
@@ -208,7 +166,7 @@ class ExecutionController(Hook):
             self.finished = None
         elif event.kind in ("completed", "failed", "aborted", "suspended"):
             self.finished = event.kind
-            self._mode, self._origin, self._target = Command.CONTINUE, None, None
+            self._stepping = None
             self._emit(
                 "completed",
                 {
@@ -223,11 +181,16 @@ class ExecutionController(Hook):
             self._stop_requested = False
             return Directive.abort("stopped by the debugger")
         reason: PauseReason | None = None
+        stepping = self._stepping
         if self._pause_requested:
             self._pause_requested = False
             reason = PauseReason.PAUSE_REQUEST
-        elif self._mode != Command.CONTINUE:
-            reason = self._stepping(point)
+        elif stepping is not None:
+            if point.position == Position.ERROR:
+                reason = PauseReason.EXCEPTION  # a step never runs past an error
+            elif stepping.stops_at(point):
+                reason = (PauseReason.RUN_TO if stepping.mode == StepMode.RUN_TO
+                          else PauseReason.STEP)  # fmt: skip
         candidates = self.breakpoints.candidates(point.node_id)
         record = (
             self.record_history
@@ -237,7 +200,16 @@ class ExecutionController(Hook):
         if not candidates and reason is None and not record:
             return None
         state = point_state(point)
-        hits = self._breakpoints(point, candidates, state) if candidates else []
+        hits: list[str] = []
+        if candidates:
+            found = stops.match(self.breakpoints, point, workflow_id=self.workflow_id,
+                                state=state)  # fmt: skip
+            for bp, message in found.logs:
+                log.info("logpoint %s at %s: %s", bp.id, point.node_id, message)
+                self._emit("output", {"breakpoint_id": bp.id, "node_id": point.node_id,
+                                      "run_id": point.run_id, "message": message,
+                                      "step": point.step})  # fmt: skip
+            hits = [bp.id for bp in found.hits]
         if hits:
             reason = PauseReason.BREAKPOINT
         if record and reason is None:
@@ -255,66 +227,7 @@ class ExecutionController(Hook):
             )
         if reason is None:
             return None
-        if point.position == Position.ERROR and reason == PauseReason.STEP:
-            reason = PauseReason.EXCEPTION
         return await self._hold(point, reason, hits, state)
-
-    def _breakpoints(
-        self, point: ControlPoint, candidates: list[Any], state: dict[str, Any]
-    ) -> list[str]:
-        position = _BP_POSITION[point.position]
-        hits: list[str] = []
-        names: dict[str, Any] | None = None
-        for bp in candidates:
-            if not bp.enabled or not bp.position_matches(position, point.step):
-                continue
-            if bp.run_id is not None and bp.run_id != point.run_id:
-                continue
-            if bp.workflow_id is not None and bp.workflow_id != self.workflow_id:
-                continue
-            if names is None:
-                names = condition_names(point, state)
-            if not bp.check(names, point.run_id):
-                continue
-            if bp.is_logpoint:
-                message = bp.message(names)
-                log.info("logpoint %s at %s: %s", bp.id, point.node_id, message)
-                self._emit(
-                    "output",
-                    {
-                        "breakpoint_id": bp.id,
-                        "node_id": point.node_id,
-                        "run_id": point.run_id,
-                        "message": message,
-                        "step": point.step,
-                    },
-                )
-            else:
-                hits.append(bp.id)
-        return hits
-
-    def _stepping(self, point: ControlPoint) -> PauseReason | None:
-        mode, origin = self._mode, self._origin
-        if point.position == Position.ERROR:
-            return PauseReason.EXCEPTION
-        if mode == Command.STEP_INTO:
-            return PauseReason.STEP
-        if mode == Command.STEP_OVER:
-            return PauseReason.STEP if point.position == Position.BEFORE else None
-        if mode == Command.RUN_TO and self._target is not None:
-            node_id, position = self._target
-            if point.node_id == node_id and point.position.value == position:
-                return PauseReason.RUN_TO
-            return None
-        if mode == Command.STEP_OUT and origin is not None:
-            if origin.position in (BreakpointPosition.BEFORE, BreakpointPosition.STEP):
-                same = point.node_id == origin.node_id and point.position == Position.AFTER
-                return PauseReason.STEP if same else None
-            if ":" in origin.node_id:
-                prefix = origin.node_id.rsplit(":", 1)[0] + ":"
-                return None if point.node_id.startswith(prefix) else PauseReason.STEP
-            return PauseReason.STEP if point.position == Position.BEFORE else None
-        return None
 
     async def _hold(
         self, point: ControlPoint, reason: PauseReason, hits: list[str], state: dict[str, Any]
@@ -327,7 +240,7 @@ class ExecutionController(Hook):
             run_id=point.run_id,
             node_id=point.node_id,
             class_type=point.class_type,
-            position=BreakpointPosition(_BP_POSITION[point.position]),
+            position=BREAKPOINT_POSITION[point.position],
             reason=reason,
             step=point.step,
             total_steps=point.total_steps,
@@ -364,11 +277,14 @@ class ExecutionController(Hook):
             with self._lock:
                 if self._held is not None and self._held[1] is future:
                     self._held = None
-        self._mode, self._origin = command, context
-        self._target = None
-        if command == Command.RUN_TO:
-            node_id, _, position = str(target).partition("@")
-            self._target = (node_id, position or "before")
+        mode = StepMode.of_command(command)
+        self._stepping = None
+        if mode is not None:
+            goal = None
+            if mode == StepMode.RUN_TO:
+                node_id, _, position = str(target).partition("@")
+                goal = (node_id, position or "before")
+            self._stepping = Stepping(mode, context.node_id, context.position.value, goal)
         self._emit("resumed", {"run_id": point.run_id, "command": command.value})
         if command == Command.STOP:
             return Directive.abort("stopped by the debugger")

@@ -7,41 +7,34 @@ starts, ``after`` it finishes, or at sampler ``step`` k), an optional condition 
 safe expression language, and optionally a log message, which makes it a logpoint (it
 reports and never pauses). ``enabled`` lives in its own column.
 
-A running job's hook (:class:`JobBreakpoints`) holds the enabled breakpoints of its job and
-workflow, reloads them when it polls its row, and matches them at each control point.
+A running job's hook holds the enabled breakpoints of its job and workflow (reloaded when
+it polls its row) and matches them at each control point with the debugger's core
+(:mod:`midrun.debug.stops`), as the in-process debugger does.
 
-Stepping: :func:`request_step` resumes a paused job with a one-shot stop request stored on
-its row (``request = "step_over" | "step_into" | "step_out"``); the hook of the run that
-continues it takes the request at its first point and stops at the matching point
-(``paused_by = "step"``):
-
-* ``over``: the next node's start (its ``before`` point);
-* ``into``: the next control point of any kind, a sampler step included;
-* ``out``: the end of the node the job stopped in (its ``after`` point).
+Stepping: :func:`request_step` resumes a paused job (``Jobs.resume``) with a one-shot
+stop request stored on its row (``request = StepMode.command``: ``step_over``,
+``step_into``, ``step_out``); the hook of the run that continues it takes the request at
+its first point and stops where :meth:`midrun.debug.stops.Stepping.stops_at` says
+(``paused_by = "step"``), subgraphs included.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, insert, or_, select, update
 
 from midrun.core.errors import MidrunError
 from midrun.core.ids import new_id
-from midrun.debug.breakpoints import Breakpoint, BreakpointError, BreakpointSet
-from midrun.debug.controller import condition_names, point_state
-from midrun.engine.control import ControlPoint, Position
+from midrun.debug.breakpoints import Breakpoint, BreakpointError
+from midrun.debug.stops import StepMode
 from midrun.jobs.records import Job
-from midrun.jobs.states import JobConflict, JobState
 from midrun.store.schema import breakpoints, now
 
 if TYPE_CHECKING:
     from midrun.jobs.service import Jobs
 
-STEP_MODES = ("over", "into", "out")
-STEP_REQUEST = "step_"  # prefix of a step request on a job row
 FIELDS = ("node_id", "position", "step", "condition", "log", "enabled")
 POSITIONS = ("before", "after", "step")
 MAX_EXPRESSION = 500  # characters of a condition or log message (they nest: keep them short)
@@ -292,119 +285,30 @@ def active(conn: Connection, job_id: str, workflow_id: str | None) -> list[Break
     return [_stored(r) for r in conn.execute(query.order_by(breakpoints.c.created_at))]
 
 
-# -- matching at a control point ---------------------------------------------------------
-
-_POSITION = {Position.BEFORE: "before", Position.AFTER: "after", Position.STEP: "step"}
-
-
-@dataclass(slots=True)
-class Match:
-    """What a point met: breakpoints that stop the job, logpoints with their messages."""
-
-    hits: list[Breakpoint]
-    logs: list[tuple[Breakpoint, str]]
-
-
-NO_MATCH = Match([], [])
-
-
-class JobBreakpoints:
-    """One running job's breakpoints, indexed by node."""
-
-    def __init__(self) -> None:
-        self.set = BreakpointSet()
-        self._hits: dict[str, int] = {}  # hit counts survive reloads within the run
-
-    def load(self, items: Iterable[Breakpoint]) -> None:
-        self.set.clear()
-        for bp in items:
-            bp.hit_count = self._hits.get(bp.id, 0)
-            self.set.add(bp)
-
-    def __len__(self) -> int:
-        return len(self.set)
-
-    def match(self, point: ControlPoint) -> Match:
-        position = _POSITION.get(point.position)
-        if position is None:
-            return NO_MATCH
-        candidates = self.set.candidates(point.node_id)
-        if not candidates:
-            return NO_MATCH
-        found = Match([], [])
-        names: dict[str, Any] | None = None
-        for bp in candidates:
-            if not bp.enabled or not bp.position_matches(position, point.step):
-                continue
-            if names is None:
-                names = condition_names(point, point_state(point))
-            fired = bp.check(names, point.run_id)
-            self._hits[bp.id] = bp.hit_count
-            if not fired:
-                continue
-            if bp.is_logpoint:
-                found.logs.append((bp, bp.message(names)))
-            else:
-                found.hits.append(bp)
-        return found
-
-
 # -- stepping ----------------------------------------------------------------------------
 
-
-@dataclass(frozen=True, slots=True)
-class Stepping:
-    """A one-shot stop: ``mode`` from where the job stood (``node_id`` at ``position``)."""
-
-    mode: str
-    node_id: str | None = None
-    position: str | None = None
-
-    def stops_at(self, point: ControlPoint) -> bool:
-        if point.position == Position.ERROR:
-            return False
-        if self.mode == "into":
-            return True
-        if self.mode == "out" and self.node_id is not None and self.position != "after":
-            return point.node_id == self.node_id and point.position == Position.AFTER
-        return point.position == Position.BEFORE  # over (and out of a finished node)
+JOB_STEP_MODES = (StepMode.OVER, StepMode.INTO, StepMode.OUT)
+STEP_MODES = tuple(m.value for m in JOB_STEP_MODES)
 
 
-def check_mode(mode: Any) -> str:
+def check_mode(mode: Any) -> StepMode:
+    """The step mode a job may be stepped with (``over``, ``into``, ``out``)."""
     if mode not in STEP_MODES:
         raise BreakpointError(f"Step mode {mode!r} is not one of {', '.join(STEP_MODES)}",
                               field="mode")  # fmt: skip
-    return str(mode)
+    return StepMode(mode)
 
 
 def request_step(
     service: Jobs, job_id: str, mode: str, *, actor: str | None = None,
     front: bool | None = None,
 ) -> Job:  # fmt: skip
-    """Resume a paused job so that it stops again at the next point ``mode`` names."""
-    mode = check_mode(mode)
-    front = service.settings.resume_first if front is None else front
-    with service.db.begin() as conn:
-        job = service.store.lock(conn, job_id)
-        if job.state != JobState.PAUSED:
-            raise JobConflict(job_id, f"step {mode}", job.state,
-                              "" if job.state != JobState.RUNNING else
-                              "it is running; pause it (or let a breakpoint stop it) first")
-        values: dict[str, Any] = {"paused_by": None, "request": STEP_REQUEST + mode}
-        if front:
-            values["number"] = service.store.next_number(conn, front=True)
-        job = service.store.transition(conn, job, JobState.QUEUED, **values)
-        pending = len(service.store_edits(conn, job_id, "pending"))
-        service.store.event(conn, job_id, "resumed", actor=actor, front=bool(front),
-                            pending_edits=pending, step_mode=mode)  # fmt: skip
-    service.bus.emit("resumed", job_id=job_id, step_mode=mode)
-    service.signals.wake_workers()
-    return job
+    """Resume a paused job so that it stops again at the next point ``mode`` names: a
+    resume (through the job state table) carrying a one-shot step request."""
+    return service.resume(job_id, actor=actor, front=front, step=check_mode(mode))
 
 
-def step_mode_of(request: str | None) -> str | None:
+def step_mode_of(request: str | None) -> StepMode | None:
     """The step mode a job row's ``request`` carries, if any."""
-    if request and request.startswith(STEP_REQUEST):
-        mode = request[len(STEP_REQUEST):]
-        return mode if mode in STEP_MODES else None
-    return None
+    mode = StepMode.of_command(request)
+    return mode if mode in JOB_STEP_MODES else None

@@ -17,9 +17,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from midrun.core.errors import MidrunError
+from midrun.debug import stops
+from midrun.debug.breakpoints import BreakpointSet
+from midrun.debug.stops import Stepping
 from midrun.engine.control import ControlPoint, Directive, Hook, Position, RunEvent
 from midrun.jobs import breakpoints
-from midrun.jobs.breakpoints import JobBreakpoints, Stepping, step_mode_of
+from midrun.jobs.breakpoints import step_mode_of
 from midrun.jobs.states import JobState
 from midrun.store.schema import jobs
 
@@ -46,7 +49,7 @@ class JobHook(Hook):
         self._last_checkpoint = time.monotonic()
         self._steps_since_checkpoint = 0
         self.checkpoints = 0
-        self.breakpoints = JobBreakpoints()
+        self.breakpoints = BreakpointSet()
         self.stepping: Stepping | None = None
         self.workflow_id: str | None = None
         self._begun = False
@@ -126,7 +129,8 @@ class JobHook(Hook):
                 )
             ).first()
             if row is not None and reload_breakpoints:
-                self.breakpoints.load(breakpoints.active(conn, self.job_id, self.workflow_id))
+                self.breakpoints.replace(breakpoints.active(conn, self.job_id,
+                                                            self.workflow_id))  # fmt: skip
         if row is None:
             return Directive.abort("job row vanished")
         return _directive(row.state, row.request, row.request_reason)
@@ -144,7 +148,7 @@ class JobHook(Hook):
         held = progress.get("held")
         saved = service.artifacts.load_run_state(self.job_id)
         if saved is not None and saved.kind == "workflow":
-            self._replayed = frozenset(saved.plan.get("finished") or ())
+            self._replayed = frozenset(saved.workflow_checkpoint().finished)
         if held and progress.get("position") == Position.BEFORE.value:
             self._refire = (str(progress.get("node")), held in (BREAKPOINT, STEP))
         mode = step_mode_of(job.request)
@@ -165,9 +169,9 @@ class JobHook(Hook):
         if point.node_id in self._replayed:
             return None
         stepped = refire is None and self.stepping is not None and self.stepping.stops_at(point)
-        match = breakpoints.NO_MATCH
+        match = stops.Match()
         if len(self.breakpoints) and not (refire is not None and refire[1]):
-            match = self.breakpoints.match(point)
+            match = stops.match(self.breakpoints, point, workflow_id=self.workflow_id)
         for bp, message in match.logs:
             self.service.bus.emit("logpoint", job_id=self.job_id, node_id=point.node_id,
                                   step=point.step, breakpoint_id=bp.id,
@@ -181,7 +185,7 @@ class JobHook(Hook):
     def _stop(self, point: ControlPoint, by: str, hits: list[str]) -> Directive | None:
         """Pause the job here (``running -> pausing``, as a pause request would)."""
         service, job_id = self.service, self.job_id
-        mode = self.stepping.mode if self.stepping else None
+        mode = self.stepping.mode.value if self.stepping else None
         self.stepping = None
         position = point.position.value
         with service.db.begin() as conn:

@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from midrun.core.errors import MidrunError
 from midrun.core.ids import new_id
 from midrun.debug.breakpoints import Breakpoint
+from midrun.debug.stops import StepMode
 from midrun.engine.edits import EditError, edit_suspended
 from midrun.engine.executor import WorkflowInvalidError
 from midrun.graph.registry import NodeRegistry
@@ -262,23 +263,30 @@ class Jobs:
         return job
 
     def resume(
-        self, job_id: str, *, actor: str | None = None, front: bool | None = None
-    ) -> Job:
+        self, job_id: str, *, actor: str | None = None, front: bool | None = None,
+        step: StepMode | None = None,
+    ) -> Job:  # fmt: skip
         """A paused job goes back to the queue; a worker continues it from the step it
-        stopped at, applying pending edits from the next step."""
+        stopped at, applying pending edits from the next step. With ``step`` (a step mode
+        of :mod:`midrun.debug.stops`) the run that continues it stops again where that
+        step ends: a one-shot request on the row, taken by that run's hook."""
         front = self.settings.resume_first if front is None else front
         with self.db.begin() as conn:
             job = self.store.lock(conn, job_id)
-            check_action(job_id, "resume", job.state, job.request)
+            check_action(job_id, "resume", job.state, job.request,
+                         label=None if step is None else f"step {step.value}")  # fmt: skip
             values: dict[str, Any] = {"paused_by": None}
+            if step is not None:
+                values["request"] = step.command
             if front:
                 values["number"] = self.store.next_number(conn, front=True)
             job = self.store.transition(conn, job, JobState.QUEUED, **values)
             pending = len(self.store_edits(conn, job_id, "pending"))
+            extra = {} if step is None else {"step_mode": step.value}
             self.store.event(conn, job_id, "resumed", actor=actor, front=bool(front),
-                             pending_edits=pending)  # fmt: skip
+                             pending_edits=pending, **extra)  # fmt: skip
             # Before the commit, as in pause: a worker may claim the job at once after it.
-            self.bus.emit("resumed", job_id=job_id)
+            self.bus.emit("resumed", job_id=job_id, **extra)
         self.signals.wake_workers()
         return job
 

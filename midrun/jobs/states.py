@@ -68,6 +68,10 @@ _HINTS = {
 }
 
 
+# Why a stepping resume of a running job is refused, said with the fix.
+_RUNNING_HINTS = {"resume": "it is running; pause it (or let a breakpoint stop it) first"}
+
+
 class JobConflict(MidrunError):
     """A control request that the job's current state does not allow (HTTP 409)."""
 
@@ -90,14 +94,18 @@ class JobNotFound(MidrunError):
         super().__init__(f"No job {job_id!r}", job_id=job_id)
 
 
-def check_action(job_id: str, action: str, state: JobState, request: str | None) -> None:
-    """Raise :class:`JobConflict` unless ``action`` may act on a job in ``state``."""
+def check_action(job_id: str, action: str, state: JobState, request: str | None, *,
+                 label: str | None = None) -> None:  # fmt: skip
+    """Raise :class:`JobConflict` unless ``action`` may act on a job in ``state``
+    (``label`` names the action in the conflict, e.g. ``step over`` for a resume)."""
+    name = label or action
     if state not in ACTIONS[action]:
-        raise JobConflict(job_id, action, state)
+        why = _RUNNING_HINTS.get(action, "") if state == JobState.RUNNING and label else ""
+        raise JobConflict(job_id, name, state, why)
     if request == "abort" and action != "abort":
-        raise JobConflict(job_id, action, state, "an abort is pending")
+        raise JobConflict(job_id, name, state, "an abort is pending")
     if request == "abort" and action == "abort":
-        raise JobConflict(job_id, action, state, "an abort is already pending")
+        raise JobConflict(job_id, name, state, "an abort is already pending")
 
 
 def check_transition(job_id: str, current: JobState, target: JobState, **context: Any) -> None:
