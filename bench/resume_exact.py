@@ -25,6 +25,7 @@ from report import emit  # bench/report.py (benchmarks run as scripts)
 from midrun.diffusion import testing
 from midrun.diffusion.ksampler import KSamplerStep
 from midrun.diffusion.runtime import DiffusionRuntime
+from midrun.engine.checkpoint import InFlightStep, WorkflowCheckpoint
 from midrun.engine.codec import Decoder, Encoder
 from midrun.engine.runstate import RunState
 from midrun.nodes.comfy_core import SAMPLER_NAMES, SCHEDULER_NAMES
@@ -46,7 +47,8 @@ model = implementations(runtime)["CheckpointLoaderSimple"](sys.argv[3])[0]
 node = KSamplerStep()
 for directory in sorted(work.glob("case-*")):
     saved = RunState.load(directory)
-    state = node.resume(Decoder(saved.blobs).decode(saved.plan), {"model": model})
+    in_flight = saved.plan.in_flight["3"].state
+    state = node.resume(Decoder(saved.blobs).decode(in_flight), {"model": model})
     while not node.done(state):
         state = node.step(state)
     torch.save(node.finish(state)[0]["samples"], directory / "final.pt")
@@ -96,10 +98,14 @@ def main() -> None:
                 for k, at in saved_at.items():
                     name = f"case-{sampler}-{scheduler}-{k}"
                     encoder = Encoder()
-                    plan = encoder.encode(at)
-                    RunState("ksampler", name, plan, encoder.blobs).save(work / name)
+                    encoded = encoder.encode(at)
+                    # Saved as a paused workflow saves a sampler: the node in flight.
+                    plan = WorkflowCheckpoint(
+                        workflow={}, targets=[], in_flight={"3": InFlightStep(k, encoded)}
+                    )
+                    RunState("workflow", name, plan, encoder.blobs).save(work / name)
                     # The saved form decodes back to the same tensors before any process hop.
-                    assert torch.equal(Decoder(encoder.blobs).decode(plan)["sampler"]["x"],
+                    assert torch.equal(Decoder(encoder.blobs).decode(encoded)["sampler"]["x"],
                                        at["sampler"]["x"])  # fmt: skip
                     expected[name] = final
         subprocess.run(

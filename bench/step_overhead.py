@@ -41,6 +41,7 @@ from midrun.diffusion.previews import PreviewHook, PreviewSettings
 from midrun.diffusion.runtime import place
 from midrun.diffusion.schedule import ScheduleConfig
 from midrun.diffusion.schedulers import sampling_sigmas
+from midrun.engine.checkpoint import InFlightStep, WorkflowCheckpoint
 from midrun.engine.codec import Encoder
 from midrun.engine.control import ControlPoint, Directive, Hook, Position
 from midrun.engine.executor import Executor
@@ -191,8 +192,9 @@ def main() -> None:
     for i in range(5):
         start = time.perf_counter()
         encoder = Encoder()
-        plan = encoder.encode(step_state)
-        RunState("bench", "pause", plan, encoder.blobs).save(tmp / f"s{i}")
+        step = InFlightStep(0, encoder.encode(step_state))
+        plan = WorkflowCheckpoint(workflow={}, targets=[], in_flight={"2": step})
+        RunState("workflow", "pause", plan, encoder.blobs).save(tmp / f"s{i}")
         saves.append(time.perf_counter() - start)
     state_bytes = sum(p.stat().st_size for p in (tmp / "s0").rglob("*") if p.is_file())
     shutil.rmtree(tmp)

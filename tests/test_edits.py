@@ -84,13 +84,14 @@ def test_finished_nodes_downstream_are_recomputed(registry, tmp_path) -> None:
     dependents run again."""
     result = run(registry, life(), tmp_path, StopAt("4", Position.BEFORE))
     state = RunState.load(result.state.save(tmp_path / "s"))
-    assert "2" in state.plan["finished"]
+    assert "2" in state.workflow_checkpoint().finished
     edited = edit_suspended(state, "2", "generations", 10, registry)
-    assert edited.plan["values"]["2"] is None and edited.plan["values"]["3"] is None
+    values = edited.workflow_checkpoint().values
+    assert values["2"] is None and values["3"] is None
     assert text(resume(registry, edited, tmp_path)) == text(
         run(registry, life(generations=10), tmp_path)
     )
-    assert state.plan["values"]["3"] is not None  # the original is left as it was
+    assert state.workflow_checkpoint().values["3"] is not None  # the original is left as it was
 
 
 @pytest.mark.parametrize(

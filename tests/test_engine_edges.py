@@ -12,6 +12,7 @@ import pytest
 
 from midrun.core.errors import MidrunError, RunStateError
 from midrun.engine.cache import OutputCache
+from midrun.engine.checkpoint import StateGraphCheckpoint, WorkflowCheckpoint
 from midrun.engine.control import ControlPoint, Directive, Hook, Position, RunEvent
 from midrun.engine.executor import Executor, RunStatus
 from midrun.engine.runstate import RunState
@@ -326,18 +327,18 @@ async def test_resuming_needs_only_unfinished_nodes_to_be_runnable(tmp_path) -> 
 async def test_a_state_graph_run_state_is_refused_by_workflow_resume(
     registry: NodeRegistry,
 ) -> None:
-    state = RunState("stategraph", "r1", {"frontier": []})
+    state = RunState("stategraph", "r1", StateGraphCheckpoint({}, [], recursion_limit=1))
     with pytest.raises(RunStateError, match="stategraph run"):
         await Executor().resume(state, registry)
 
 
 def test_a_crash_between_the_renames_of_save_keeps_the_previous_state(tmp_path) -> None:
     target = tmp_path / "run"
-    RunState("workflow", "r1", {"n": 1}).save(target)
-    RunState("workflow", "r1", {"n": 2}).save(target)
+    RunState("workflow", "r1", WorkflowCheckpoint({}, ["1"])).save(target)
+    RunState("workflow", "r1", WorkflowCheckpoint({}, ["2"])).save(target)
     # Simulate the crash: the current state was moved aside, the new one never arrived.
     target.rename(tmp_path / ".run.old")
-    assert RunState.load(target).plan == {"n": 2}
+    assert RunState.load(target).workflow_checkpoint().targets == ["2"]
 
 
 # -- validation ---------------------------------------------------------------------
@@ -477,6 +478,6 @@ async def test_a_graph_stopped_mid_loop_is_suspended_at_the_next_node() -> None:
     compiled = graph.compile()
     result = await compiled.invoke({}, hooks=[PauseOnce()])
     assert result.status == RunStatus.SUSPENDED and result.run_state is not None
-    assert result.run_state.plan["frontier"] == ["only"]
+    assert result.run_state.stategraph_checkpoint().frontier == ["only"]
     finished = await compiled.resume(result.run_state)
     assert finished.success and finished.state == {"n": 3}

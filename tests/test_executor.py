@@ -289,7 +289,7 @@ async def test_hook_may_suspend_on_error_and_resume_later(registry: NodeRegistry
     result = await Executor(hooks=[SuspendOnError()]).run(workflow, registry)
     assert result.status == RunStatus.SUSPENDED and "boom" in result.reason
     # The failing node is pending, not finished: fix it and the run continues from there.
-    assert result.state.plan["finished"] == ["1"]
+    assert result.state.workflow_checkpoint().finished == ["1"]
     from midrun.graph.types import INT, STRING, InputSpec, NodeType, OutputSpec
 
     registry.register(
@@ -364,7 +364,7 @@ async def test_unserialisable_values_are_recomputed_on_resume(
         }
     )
     first = await Executor(hooks=[StopAt("2", step=2)]).run(workflow, registry)
-    assert first.state.plan["values"]["0"] is None
+    assert first.state.workflow_checkpoint().values["0"] is None
     state = RunState.load(first.state.save(tmp_path / "s"))
     resumed = await Executor().resume(state, registry)
     assert resumed.plan.ui["4"]["value"] == [7 * 2 * (1 + 2 + 3 + 4 + 5 + 6)]
@@ -381,7 +381,7 @@ async def test_corrupt_or_foreign_run_state_is_refused(
     (saved / "run.json").write_text("{not json")
     with pytest.raises(RunStateError, match="corrupt"):
         RunState.load(saved)
-    first.state.plan["workflow"]["2"]["class_type"] = "Vanished"
+    first.state.workflow_checkpoint().workflow["2"]["class_type"] = "Vanished"
     with pytest.raises(RunStateError, match="Vanished"):
         await Executor().resume(first.state, registry)
 
@@ -423,7 +423,7 @@ async def test_run_state_save_is_atomic_over_previous(
     target = tmp_path / "state"
     a.state.save(target)
     b.state.save(target)
-    assert RunState.load(target).plan["in_flight"]["2"]["step"] == 7
+    assert RunState.load(target).steps() == {"2": 7}
     assert [p.name for p in tmp_path.iterdir()] == ["state"]
 
 

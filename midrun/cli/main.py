@@ -152,7 +152,7 @@ def _execute(args: argparse.Namespace, resume: bool) -> int:
     try:
         if resume:
             state = RunState.load(args.state_dir)
-            workflow_doc = state.plan.get("workflow", {}) if state.kind == "workflow" else {}
+            workflow_doc = state.workflow_checkpoint().workflow if state.kind == "workflow" else {}
             types = {n.get("class_type") for n in workflow_doc.values() if isinstance(n, dict)}
             registry = _with_diffusion(registry, types, args)
             coro = executor.resume(state, registry, context=context)

@@ -376,7 +376,6 @@ class Sampler:
     name: str
     step: Callable[[Step], torch.Tensor]
     stochastic: bool = False
-    model_calls: int = 1  # per step, at most
 
 
 SAMPLERS: dict[str, Sampler] = {
@@ -384,16 +383,16 @@ SAMPLERS: dict[str, Sampler] = {
     for s in (
         Sampler("euler", euler),
         Sampler("euler_ancestral", euler_ancestral, stochastic=True),
-        Sampler("heun", heun, model_calls=2),
-        Sampler("dpm_2", dpm_2, model_calls=2),
-        Sampler("dpm_2_ancestral", dpm_2_ancestral, stochastic=True, model_calls=2),
+        Sampler("heun", heun),
+        Sampler("dpm_2", dpm_2),
+        Sampler("dpm_2_ancestral", dpm_2_ancestral, stochastic=True),
         Sampler("lms", lms),
-        Sampler("dpmpp_2s_ancestral", dpmpp_2s_ancestral, stochastic=True, model_calls=2),
-        Sampler("dpmpp_sde", dpmpp_sde, stochastic=True, model_calls=2),
+        Sampler("dpmpp_2s_ancestral", dpmpp_2s_ancestral, stochastic=True),
+        Sampler("dpmpp_sde", dpmpp_sde, stochastic=True),
         Sampler("dpmpp_2m", dpmpp_2m),
         Sampler("dpmpp_2m_sde", dpmpp_2m_sde, stochastic=True),
         Sampler("ddim", ddim),
-        Sampler("uni_pc", uni_pc, model_calls=2),
+        Sampler("uni_pc", uni_pc),
     )
 }
 

@@ -37,8 +37,8 @@ def edit_suspended(
     if state.kind != "workflow":
         raise RunStateError(f"Run {state.run_id} is a {state.kind} run; only workflow runs "
                             "are edited this way")  # fmt: skip
-    plan = copy.deepcopy(state.plan)
-    prompt: dict[str, Any] = plan["workflow"]
+    plan = copy.deepcopy(state.workflow_checkpoint())
+    prompt: dict[str, Any] = plan.workflow
     if node_id not in prompt:
         raise EditError(f"Node {node_id!r} is not in this run's workflow", node_id=node_id)
     inputs = prompt[node_id].setdefault("inputs", {})
@@ -55,7 +55,7 @@ def edit_suspended(
             f"Node {node_id} has no input {input_name!r}", node_id=node_id, input_name=input_name
         )
     inputs[input_name] = value
-    checked = validate(Workflow.from_api(prompt), registry, plan["targets"])
+    checked = validate(Workflow.from_api(prompt), registry, plan.targets)
     if not checked.ok:
         errors = checked.node_errors.get(node_id, {}).get("errors") or []
         reason = (
@@ -67,11 +67,11 @@ def edit_suspended(
             input_name=input_name,
             node_errors=checked.node_errors,
         )
-    finished = set(plan["finished"])
+    finished = set(plan.finished)
     affected = Workflow.from_api(prompt).descendants(node_id) | {node_id}
     if node_id not in finished:
         affected = {node_id}
-    for in_flight in sorted(affected & set(plan["in_flight"])):
+    for in_flight in sorted(affected & set(plan.in_flight)):
         class_type = prompt[in_flight]["class_type"]
         node_type = registry[class_type]
         if not hasattr(node_type.impl, "resume"):
@@ -103,7 +103,7 @@ def edit_suspended(
                 edited=f"{node_id}.{input_name}",
             )
     for stale in affected & finished:
-        plan["values"][stale] = None  # recompute on resume
-        if isinstance(plan["ui"], dict):
-            plan["ui"].pop(stale, None)
+        plan.values[stale] = None  # recompute on resume
+        if isinstance(plan.ui, dict):
+            plan.ui.pop(stale, None)
     return RunState(state.kind, state.run_id, plan, dict(state.blobs), state.reason)

@@ -193,7 +193,7 @@ class Executor:
                 kind=state.kind,
             )
         plan = WorkflowPlan.decode(
-            state.plan,
+            state.workflow_checkpoint(),
             Decoder(state.blobs),
             registry,
             run_id=state.run_id,

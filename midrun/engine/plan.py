@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+from midrun.engine.checkpoint import Checkpoint
 from midrun.engine.codec import Encoder
 from midrun.engine.control import Directive
 from midrun.graph.types import NodeType
@@ -70,12 +71,12 @@ class Plan(ABC):
         """True when nothing is left to run."""
 
     @abstractmethod
-    def encode(self, encoder: Encoder) -> dict[str, Any]:
-        """The plan's state as JSON (binary parts go to ``encoder.blobs``)."""
+    def encode(self, encoder: Encoder) -> Checkpoint:
+        """The plan's state as its typed checkpoint (binary parts go to ``encoder.blobs``)."""
 
     def snapshot(
         self, encoder: Encoder, task: Task | None, step: int, state: Any
-    ) -> dict[str, Any]:
+    ) -> Checkpoint:
         """The plan encoded as if the run stopped now, with ``task`` (if given) at
         ``step``: a checkpoint of a running plan. Tasks running at this moment are saved
         as not started (they run again from their start on resume: the same result)."""

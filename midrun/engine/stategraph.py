@@ -12,11 +12,12 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from midrun.core.errors import MidrunError, NodeExecutionError, RecursionLimitError, RunStateError
 from midrun.core.ids import new_id
+from midrun.engine.checkpoint import InFlightStep, StateGraphCheckpoint
 from midrun.engine.codec import Decoder, Encoder, UnencodableValue
 from midrun.engine.control import Hook
 from midrun.engine.executor import Executor, RunStatus
@@ -155,39 +156,37 @@ class StateGraphPlan(Plan):
     def is_done(self) -> bool:
         return not self.frontier
 
-    def encode(self, encoder: Encoder) -> dict[str, Any]:
+    def encode(self, encoder: Encoder) -> StateGraphCheckpoint:
         try:
-            return {
-                "state": encoder.encode(self.state),
-                "frontier": list(self.frontier),
-                "updates": encoder.encode(self.updates),
-                "in_flight": {
-                    n: {"step": s, "state": encoder.encode(st)}
+            return StateGraphCheckpoint(
+                state=encoder.encode(self.state),
+                frontier=list(self.frontier),
+                recursion_limit=self.recursion_limit,
+                updates=encoder.encode(self.updates),
+                in_flight={
+                    n: InFlightStep(s, encoder.encode(st))
                     for n, (s, st) in self.in_flight.items()
                 },
-                "history": list(self.history),
-                "iterations": self.iterations,
-                "advance_pending": self.advance_pending,
-                "recursion_limit": self.recursion_limit,
-            }
+                history=list(self.history),
+                iterations=self.iterations,
+                advance_pending=self.advance_pending,
+            )
         except UnencodableValue as exc:
             raise RunStateError(
                 f"Cannot suspend the graph: its state is not serialisable ({exc})"
             ) from exc
 
-    def restore(self, data: dict[str, Any], decoder: Decoder) -> None:
-        unknown = [n for n in data["frontier"] if n not in self.graph.nodes]
+    def restore(self, data: StateGraphCheckpoint, decoder: Decoder) -> None:
+        unknown = [n for n in data.frontier if n not in self.graph.nodes]
         if unknown:
             raise RunStateError(f"Saved run names nodes this graph does not have: {unknown}")
-        self.state = decoder.decode(data["state"])
-        self.frontier = list(data["frontier"])
-        self.updates = decoder.decode(data["updates"])
-        self.in_flight = {
-            n: (e["step"], decoder.decode(e["state"])) for n, e in data["in_flight"].items()
-        }
-        self.history = list(data["history"])
-        self.iterations = data["iterations"]
-        self.advance_pending = data["advance_pending"]
+        self.state = decoder.decode(data.state)
+        self.frontier = list(data.frontier)
+        self.updates = decoder.decode(data.updates)
+        self.in_flight = {n: (e.step, decoder.decode(e.state)) for n, e in data.in_flight.items()}
+        self.history = list(data.history)
+        self.iterations = data.iterations
+        self.advance_pending = data.advance_pending
 
 
 @dataclass(slots=True)
@@ -204,7 +203,6 @@ class GraphRunResult:
     run_id: str = ""
     run_state: RunState | None = None
     reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class CompiledStateGraph:
@@ -255,8 +253,9 @@ class CompiledStateGraph:
         """Continue a suspended run of this graph (in this or another process)."""
         if run_state.kind != StateGraphPlan.kind:
             raise RunStateError(f"Run state is a {run_state.kind!r} run, not a state graph run")
-        plan = self._plan({}, run_state.run_id, run_state.plan.get("recursion_limit"))
-        plan.restore(run_state.plan, Decoder(run_state.blobs))
+        saved = run_state.stategraph_checkpoint()
+        plan = self._plan({}, run_state.run_id, saved.recursion_limit)
+        plan.restore(saved, Decoder(run_state.blobs))
         return await self._drive(plan, hooks, debug_hook, max_concurrency)
 
     async def _drive(

@@ -9,6 +9,7 @@ from typing import Any
 
 from midrun.core.errors import NodeNotImplementedError, RunStateError
 from midrun.engine.cache import CacheEntry, OutputCache, node_key
+from midrun.engine.checkpoint import InFlightStep, WorkflowCheckpoint
 from midrun.engine.codec import Decoder, Encoder, UnencodableValue
 from midrun.engine.plan import NO_STATE, Outcome, Plan, Task
 from midrun.graph.registry import NodeRegistry
@@ -75,7 +76,6 @@ class WorkflowPlan(Plan):
         self.executed: list[str] = []
         self.cached: list[str] = []
         self.in_flight: dict[str, tuple[int, Any]] = {}
-        self.waiting: dict[str, int] = {}
         self._take_from_cache()
         if check_implemented:
             self._check_implemented()
@@ -171,10 +171,6 @@ class WorkflowPlan(Plan):
                 class_types=missing,
             )
 
-    @property
-    def pending(self) -> list[str]:
-        return [n for n in self.needed if n not in self.finished]
-
     async def ready(self, limit: int) -> list[Task]:
         tasks: list[Task] = []
         for node_id in self.needed:
@@ -243,17 +239,17 @@ class WorkflowPlan(Plan):
     def target_values(self) -> dict[str, tuple[Any, ...]]:
         return {t: self.values[t] for t in self.targets if t in self.values}
 
-    def encode(self, encoder: Encoder) -> dict[str, Any]:
+    def encode(self, encoder: Encoder) -> WorkflowCheckpoint:
         values: dict[str, Any] = {}
         for node_id, outputs in self.values.items():
             try:
                 values[node_id] = encoder.encode(outputs)
             except UnencodableValue:
                 values[node_id] = None  # deterministic: re-run on resume
-        in_flight: dict[str, Any] = {}
+        in_flight: dict[str, InFlightStep] = {}
         for node_id, (step, state) in self.in_flight.items():
             try:
-                in_flight[node_id] = {"step": step, "state": encoder.encode(state)}
+                in_flight[node_id] = InFlightStep(step, encoder.encode(state))
             except UnencodableValue as exc:
                 raise RunStateError(
                     f"Cannot suspend node {node_id} ({self.workflow[node_id].class_type}): "
@@ -265,22 +261,22 @@ class WorkflowPlan(Plan):
             extra_pnginfo = encoder.encode(self.context.extra_pnginfo)
         except UnencodableValue as exc:
             raise RunStateError(f"Cannot suspend run {self.run_id}: {exc}") from exc
-        return {
-            "workflow": self.prompt,
-            "targets": self.targets,
-            "finished": sorted(self.finished),
-            "values": values,
-            "ui": ui,
-            "in_flight": in_flight,
-            "executed": self.executed,
-            "cached": self.cached,
-            "extra_pnginfo": extra_pnginfo,
-        }
+        return WorkflowCheckpoint(
+            workflow=self.prompt,
+            targets=list(self.targets),
+            finished=sorted(self.finished),
+            values=values,
+            ui=ui,
+            in_flight=in_flight,
+            executed=list(self.executed),
+            cached=list(self.cached),
+            extra_pnginfo=extra_pnginfo,
+        )
 
     @classmethod
     def decode(
         cls,
-        data: dict[str, Any],
+        data: WorkflowCheckpoint,
         decoder: Decoder,
         registry: NodeRegistry,
         *,
@@ -288,7 +284,7 @@ class WorkflowPlan(Plan):
         cache: OutputCache | None = None,
         context: RunContext | None = None,
     ) -> WorkflowPlan:
-        workflow = Workflow.from_api(data["workflow"])
+        workflow = Workflow.from_api(data.workflow)
         unknown = sorted(
             {s.class_type for s in workflow.nodes.values() if s.class_type not in registry}
         )
@@ -298,21 +294,21 @@ class WorkflowPlan(Plan):
                 class_types=unknown,
             )
         context = replace(
-            context or RunContext(), extra_pnginfo=decoder.decode(data.get("extra_pnginfo") or {})
+            context or RunContext(), extra_pnginfo=decoder.decode(data.extra_pnginfo or {})
         )
         plan = cls(
             workflow,
             registry,
-            data["targets"],
+            data.targets,
             run_id=run_id,
             cache=None,
             context=context,
             check_implemented=False,
         )
         plan.cache = cache
-        values = {n: decoder.decode(v) for n, v in data["values"].items() if v is not None}
-        recompute = {n for n, v in data["values"].items() if v is None}
-        finished = set(data["finished"])
+        values = {n: decoder.decode(v) for n, v in data.values.items() if v is not None}
+        recompute = {n for n, v in data.values.items() if v is None}
+        finished = set(data.finished)
         # A value that could not be saved is recomputed, and so is anything it needs
         # whose own value is gone.
         stack = list(recompute)
@@ -325,12 +321,11 @@ class WorkflowPlan(Plan):
                     stack.append(dep)
         plan.values = values
         plan.finished = finished
-        plan.ui = decoder.decode(data["ui"])
-        plan.executed = list(data["executed"])
-        plan.cached = list(data["cached"])
+        plan.ui = decoder.decode(data.ui)
+        plan.executed = list(data.executed)
+        plan.cached = list(data.cached)
         plan.in_flight = {
-            n: (entry["step"], decoder.decode(entry["state"]))
-            for n, entry in data["in_flight"].items()
+            n: (entry.step, decoder.decode(entry.state)) for n, entry in data.in_flight.items()
         }
         plan._check_implemented()
         return plan

@@ -213,10 +213,6 @@ class NodeType:
     def hot_inputs(self) -> frozenset[str]:
         return frozenset(s.name for s in self.inputs if s.hot)
 
-    @property
-    def output_types(self) -> tuple[str, ...]:
-        return tuple(o.type for o in self.outputs)
-
 
 def normalise_outputs(
     class_type: str, value: Any, count: int

@@ -126,8 +126,9 @@ class Execution:
                                         node_id=r.node_id, edit_id=r.id)  # fmt: skip
             if taken:
                 if state.kind == "workflow":
+                    prompt = state.workflow_checkpoint().workflow
                     conn.execute(update(jobs).where(jobs.c.id == self.job.id)
-                                 .values(workflow=state.plan["workflow"]))  # fmt: skip
+                                 .values(workflow=prompt))  # fmt: skip
                 service.write_modified(conn, self.job.id)
         for r, why in refused:
             service.bus.emit("edit_refused", job_id=self.job.id, edit_id=r.id, reason=why)
@@ -179,7 +180,7 @@ class Execution:
         outputs = {"state": result.state} if result.success else {}
         step = None
         if result.run_state is not None:
-            steps = [e["step"] for e in result.run_state.plan.get("in_flight", {}).values()]
+            steps = list(result.run_state.steps().values())
             step = max(steps) if steps else None
         return RunEnd(result.status, result.reason, result.error, result.run_state, outputs,
                       step)  # fmt: skip

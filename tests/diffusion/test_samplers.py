@@ -21,6 +21,7 @@ from midrun.diffusion.schedulers import (
     sampling_sigmas,
     scheduler_sigmas,
 )
+from midrun.engine.checkpoint import InFlightStep, WorkflowCheckpoint
 from midrun.engine.codec import Decoder, Encoder
 from midrun.engine.runstate import RunState
 from tests.diffusion.reference import MixtureDenoiser, load_k_diffusion_sampling
@@ -208,8 +209,10 @@ def test_every_sampler_and_scheduler_resumes_bit_identically_in_a_fresh_process(
                 if state.step in saved_at:
                     name = f"{sampler}-{scheduler}-{state.step}"
                     encoder = Encoder()
-                    plan = encoder.encode(state.to_dict())
-                    RunState("sampler", name, plan, encoder.blobs).save(tmp_path / name)
+                    # The sampler's state as a paused workflow saves it: a node in flight.
+                    step = InFlightStep(state.step, encoder.encode(state.to_dict()))
+                    plan = WorkflowCheckpoint(workflow={}, targets=[], in_flight={"3": step})
+                    RunState("workflow", name, plan, encoder.blobs).save(tmp_path / name)
                     cases.append(name)
                 if state.done:
                     break
@@ -227,7 +230,8 @@ def test_every_sampler_and_scheduler_resumes_bit_identically_in_a_fresh_process(
         "root = Path(sys.argv[1]); model = MixtureDenoiser()\n"
         "for name in json.loads(sys.argv[2]):\n"
         "    saved = RunState.load(root / name)\n"
-        "    state = SamplerState.from_dict(Decoder(saved.blobs).decode(saved.plan))\n"
+        "    saved_state = saved.plan.in_flight['3'].state\n"
+        "    state = SamplerState.from_dict(Decoder(saved.blobs).decode(saved_state))\n"
         "    while not state.done:\n"
         "        state = sample_step(state, model)\n"
         "    torch.save(state.x, root / name / 'final.pt')\n"

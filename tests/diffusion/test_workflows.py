@@ -5,6 +5,7 @@ two-stage KSamplerAdvanced split, PNG metadata, and exact resume in a fresh proc
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -277,7 +278,7 @@ def test_resume_applies_an_edited_cfg_from_the_next_step(diffusion_registry) -> 
     prompt = txt2img(steps=6)
     paused = run(diffusion_registry, prompt, StopAt("3", Position.STEP, 3))
     state: RunState = paused.state
-    state.plan["workflow"]["3"]["inputs"]["cfg"] = 2.0
+    state.workflow_checkpoint().workflow["3"]["inputs"]["cfg"] = 2.0
     resumed = asyncio.run(Executor().resume(state, diffusion_registry))
     edited = image_of(resumed)
     assert not torch.equal(edited, image_of(run(diffusion_registry, prompt)))
@@ -287,7 +288,7 @@ def test_resume_applies_an_edited_cfg_from_the_next_step(diffusion_registry) -> 
 def test_resume_refuses_an_edit_that_is_not_hot_swappable(diffusion_registry) -> None:
     paused = run(diffusion_registry, txt2img(steps=6), StopAt("3", Position.STEP, 2))
     state: RunState = paused.state
-    state.plan["workflow"]["3"]["inputs"]["sampler_name"] = "heun"
+    state.workflow_checkpoint().workflow["3"]["inputs"]["sampler_name"] = "heun"
     resumed = asyncio.run(Executor().resume(state, diffusion_registry))
     assert resumed.status == RunStatus.FAILED
     assert resumed.error.type == "input_not_hot_swappable"
@@ -338,9 +339,10 @@ def test_editing_the_latent_size_of_a_paused_sampler_is_refused(diffusion_regist
     assert refused.value.extra_info["input_name"] == "latent_image"
     # The sampler's own check stands behind the edit-time one: a state edited by hand
     # still fails on resume, naming the input.
-    plan = {**paused.state.plan, "values": {**paused.state.plan["values"], "5": None}}
-    plan["workflow"] = {**plan["workflow"], "5": {**plan["workflow"]["5"]}}
-    plan["workflow"]["5"]["inputs"] = {**plan["workflow"]["5"]["inputs"], "width": 128}
+    saved = paused.state.workflow_checkpoint()
+    plan = dataclasses.replace(saved, values={**saved.values, "5": None})
+    plan.workflow = {**plan.workflow, "5": {**plan.workflow["5"]}}
+    plan.workflow["5"]["inputs"] = {**plan.workflow["5"]["inputs"], "width": 128}
     edited = type(paused.state)(paused.state.kind, paused.state.run_id, plan,
                                 paused.state.blobs)  # fmt: skip
     result = asyncio.run(Executor().resume(edited, diffusion_registry))

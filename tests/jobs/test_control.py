@@ -135,7 +135,7 @@ def test_abort_of_a_running_job_keeps_partial_results(service, pool) -> None:
     assert aborted.state == JobState.ABORTED
     assert service.debug_state(job.id)["abort_reason"] == "looks wrong"
     partial = service.artifacts.load_run_state(job.id)
-    step, state = partial.plan["in_flight"]["2"]["step"], partial.plan["in_flight"]["2"]
+    step, state = partial.steps()["2"], partial.plan.in_flight["2"].state
     assert step >= 4 and state is not None
     assert aborted.checkpoint_step == step
 

@@ -87,7 +87,7 @@ def test_an_aborted_generation_keeps_every_preview_and_its_latent(gen) -> None:
     # not every step has one; none of those made is purged from an aborted job.
     assert index and all(gen.artifacts.path(e["file"]).is_file() for e in index)
     partial = gen.artifacts.load_run_state(job.id)
-    assert "3" in partial.plan["in_flight"]  # the sampler's state, latent included
+    assert "3" in partial.plan.in_flight  # the sampler's state, latent included
     key = done.outputs["partial"]["3"]
     decoded = Image.open(gen.artifacts.path(key))
     assert decoded.size == (64, 64)
