@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, insert, select, update
 
 from midrun.core.errors import MidrunError, ParameterError
+from midrun.core.events import EventKind
 from midrun.core.ids import new_id
 from midrun.graph.variations import (
-    CycleVariation,
-    SeedVariation,
-    SweepVariation,
+    MAX_BATCH,
     Variation,
     expand_batch,
+    parse_variation,
+    variation_json,
 )
 from midrun.graph.workflow import Workflow
 from midrun.jobs.records import Job
@@ -26,32 +27,9 @@ from midrun.store.schema import batches, jobs, now
 if TYPE_CHECKING:
     from midrun.jobs.service import Jobs
 
-MAX_BATCH = 10_000
-
 
 class BatchNotFound(MidrunError):
     type = "batch_not_found"
-
-
-def parse_variation(data: Mapping[str, Any]) -> Variation:
-    """``{"type": "seed", "node_id", "field", "mode", "start"}``, ``{"type": "cycle",
-    "node_id", "field", "values"}`` or ``{"type": "sweep", "node_id", "field", "start",
-    "stop", "step"}``."""
-    kind = data.get("type")
-    try:
-        if kind == "seed":
-            return SeedVariation(str(data["node_id"]), str(data["field"]),
-                                 data.get("mode", "increment"), int(data.get("start", 0)),
-                                 int(data.get("batch_seed", 0)))  # fmt: skip
-        if kind == "cycle":
-            return CycleVariation(str(data["node_id"]), str(data["field"]),
-                                  tuple(data["values"]))  # fmt: skip
-        if kind == "sweep":
-            return SweepVariation(str(data["node_id"]), str(data["field"]), data["start"],
-                                  data["stop"], data["step"])  # fmt: skip
-    except KeyError as exc:
-        raise ParameterError(f"Variation {dict(data)} lacks {exc.args[0]!r}") from exc
-    raise ParameterError(f"Unknown variation type {kind!r}: expected seed, cycle or sweep")
 
 
 def submit_batch(
@@ -64,8 +42,10 @@ def submit_batch(
     priority: int = 0,
     workflow_id: str | None = None,
 ) -> dict[str, Any]:
-    """Queue the batch's jobs in one transaction; returns the batch."""
-    parsed = [v if not isinstance(v, Mapping) else parse_variation(v) for v in variations]
+    """Queue the batch's jobs in one transaction; returns the batch. ``variations`` are
+    :func:`~midrun.graph.variations.parse_variation`'s JSON form or its results."""
+    parsed = [parse_variation(v, f"variations[{i}]") if isinstance(v, Mapping) else v
+              for i, v in enumerate(variations)]
     document = service.check_workflow(workflow)
     expanded = expand_batch(Workflow.from_api(document), service.registry, parsed, count)
     if len(expanded) > MAX_BATCH:
@@ -82,23 +62,12 @@ def submit_batch(
             insert(batches),
             {"id": batch_id, "workflow_id": workflow_id, "owner": owner,
              "total_count": len(rows), "status": "running", "created_at": now(),
-             "variations": [_variation_json(v) for v in parsed]},
+             "variations": [variation_json(v) for v in parsed]},
         )
     service.enqueue(rows)
-    service.bus.emit("batch_progress", batch_id=batch_id, completed=0, failed=0,
+    service.bus.emit(EventKind.BATCH_PROGRESS, batch_id=batch_id, completed=0, failed=0,
                      total=len(rows))  # fmt: skip
     return get_batch(service, batch_id)
-
-
-def _variation_json(v: Variation) -> dict[str, Any]:
-    if isinstance(v, SeedVariation):
-        return {"type": "seed", "node_id": v.node_id, "field": v.field, "mode": v.mode,
-                "start": v.start, "batch_seed": v.batch_seed}  # fmt: skip
-    if isinstance(v, CycleVariation):
-        return {"type": "cycle", "node_id": v.node_id, "field": v.field,
-                "values": list(v.values)}  # fmt: skip
-    return {"type": "sweep", "node_id": v.node_id, "field": v.field, "start": v.start,
-            "stop": v.stop, "step": v.step}  # fmt: skip
 
 
 def count_ended(conn: Connection, job: Job) -> None:
@@ -157,7 +126,7 @@ def stop_batch(
         return include_running and member["state"] in started
     with service.db.begin() as conn:
         conn.execute(update(batches).where(batches.c.id == batch_id).values(status="stopped"))
-        service.store.event(conn, None, "batch_stopped", actor=actor, batch_id=batch_id,
+        service.store.record(conn, None, EventKind.BATCH_STOPPED, actor=actor, batch_id=batch_id,
                             include_running=include_running)  # fmt: skip
     for member in batch["jobs"]:
         if stoppable(member):

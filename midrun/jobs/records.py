@@ -185,12 +185,18 @@ class JobStore:
             rows = conn.execute(query).all()
         return [{**dict(r._mapping), "at": r.at.isoformat()} for r in rows]
 
-    def edits(self, job_id: str, *, status: str | None = None) -> list[dict[str, Any]]:
+    def edits(self, job_id: str, *, status: str | None = None,
+              connection: Connection | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """The job's edits in the order they were made (only those with ``status``), read
+        in ``connection``'s transaction when one is given."""
         query = select(job_edits).where(job_edits.c.job_id == job_id).order_by(job_edits.c.id)
         if status is not None:
             query = query.where(job_edits.c.status == status)
-        with self.db.read() as conn:
-            rows = conn.execute(query).all()
+        if connection is None:
+            with self.db.read() as conn:
+                rows = conn.execute(query).all()
+        else:
+            rows = connection.execute(query).all()
         return [{**dict(r._mapping), "created_at": r.created_at.isoformat()} for r in rows]
 
     # -- writing -----------------------------------------------------------------------

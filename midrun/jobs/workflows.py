@@ -4,7 +4,7 @@ one records the parameters each job used."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
@@ -12,7 +12,9 @@ from sqlalchemy import insert, select, update
 from midrun.core.errors import MidrunError
 from midrun.core.ids import new_id
 from midrun.graph.parameters import apply_parameters, extract_parameters
+from midrun.graph.variations import Variation
 from midrun.graph.workflow import Workflow
+from midrun.jobs.batches import submit_batch
 from midrun.jobs.records import Job
 from midrun.store.schema import now, workflows
 
@@ -92,3 +94,23 @@ def execute_workflow(
         conn.execute(update(workflows).where(workflows.c.id == workflow_id)
                      .values(default_parameters=used, updated_at=now()))  # fmt: skip
     return job
+
+
+def submit_workflow_batch(
+    service: Jobs,
+    saved: Mapping[str, Any],
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    count: int | None = None,
+    variations: Sequence[Mapping[str, Any] | Variation] = (),
+    owner: str | None = None,
+) -> dict[str, Any]:
+    """A batch of the saved workflow ``saved`` (as :func:`get_workflow` returns it) with
+    ``parameters`` over its last-used ones; returns the batch."""
+    document = saved["workflow"]
+    used = {**(saved["default_parameters"] or {}), **dict(parameters or {})}
+    if used:
+        document = apply_parameters(Workflow.from_api(document), service.registry,
+                                    used).to_api()  # fmt: skip
+    return submit_batch(service, document, count=count, variations=variations, owner=owner,
+                        workflow_id=saved["id"])  # fmt: skip

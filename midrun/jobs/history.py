@@ -1,0 +1,36 @@
+"""The history of ended jobs (completed, failed, aborted), as ComfyUI's history lists it:
+oldest first, without the jobs a user took out of it. Hiding a job keeps its row and its
+audit log."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from midrun.jobs.records import Job
+from midrun.jobs.states import JobState
+from midrun.store.schema import jobs, now
+
+if TYPE_CHECKING:
+    from midrun.jobs.service import Jobs
+
+ENDED = [JobState.COMPLETED, JobState.FAILED, JobState.ABORTED]
+
+
+def ended_jobs(service: Jobs) -> list[Job]:
+    """Ended jobs not hidden, in the order they ended."""
+    ended = [j for j in service.list(states=ENDED) if j.hidden_at is None]
+    ended.sort(key=lambda j: (j.finished_at or j.queued_at or now(), j.number))
+    return ended
+
+
+def hide(service: Jobs, ids: list[str] | None, owner: str | None) -> None:
+    """Take ended jobs out of the history: those of ``ids`` (all with None), only
+    ``owner``'s unless it is None."""
+    query = jobs.update().where(jobs.c.state.in_([s.value for s in ENDED]),
+                                jobs.c.hidden_at.is_(None))  # fmt: skip
+    if ids is not None:
+        query = query.where(jobs.c.id.in_(ids))
+    if owner is not None:
+        query = query.where(jobs.c.owner == owner)
+    with service.db.begin() as conn:
+        conn.execute(query.values(hidden_at=now()))
