@@ -3,8 +3,9 @@
 * :class:`HttpClient` talks to a running server (``--server URL``, ``--token``) over its
   HTTP API, and follows a job over its WebSocket.
 * :class:`EmbeddedClient` works on the data directory's database directly, through the job
-  service. A server sharing that database sees the changes: its running jobs read their
-  row at every poll, and its event relay publishes the audit log to its clients.
+  layer (the same calls the server's routes make; it never imports :mod:`midrun.server`).
+  A server sharing that database sees the changes: its running jobs read their row at
+  every poll, and its event relay publishes the audit log to its clients.
 
 Both answer with the same JSON shapes (the server's) and raise :class:`ClientError` with
 the server's message, so each command is written once.
@@ -19,13 +20,13 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import httpx
 
     from midrun.jobs.service import Jobs
-    from midrun.server.config import ServerConfig
 
 ACTOR = "local"  # who the audit log names for embedded calls (the local admin)
 
@@ -345,10 +346,25 @@ class EventStream:
 # -- on the data directory ---------------------------------------------------------------
 
 
+class DataPlaces(Protocol):
+    """Where a server keeps its data (:class:`midrun.server.config.ServerConfig` says)."""
+
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def database_url(self) -> str | None: ...
+    @property
+    def models_dir(self) -> Path | None: ...
+    @property
+    def upload_dir(self) -> Path: ...
+    @property
+    def output_dir(self) -> Path: ...
+
+
 class EmbeddedClient(Client):
     """The job service on the local database: no server needed, none disturbed."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: DataPlaces) -> None:
         from midrun.jobs.service import Jobs
         from midrun.nodes import builtin_registry
         from midrun.store.database import Database
@@ -381,9 +397,9 @@ class EmbeddedClient(Client):
                         batch_id=j.batch_id, paused_by=j.paused_by) for j in found]  # fmt: skip
 
     def job_state(self, job_id: str) -> dict[str, Any]:
-        from midrun.server import control
+        from midrun.jobs import views
 
-        return dict(self.call(control.job_state, self.service, job_id))
+        return dict(self.call(views.job_state, self.service, job_id))
 
     def pause(self, job_id: str) -> dict[str, Any]:
         return dict(self.call(self.service.pause, job_id, actor=ACTOR).to_dict())
@@ -395,19 +411,20 @@ class EmbeddedClient(Client):
         return dict(self.call(self.service.abort, job_id, reason, actor=ACTOR).to_dict())
 
     def edit(self, job_id: str, edits: list[Edit]) -> dict[str, Any]:
-        from midrun.server import control
+        from midrun.jobs.edits import make_edits
 
         triples = [(e.node_id, e.input, e.value) for e in edits]
-        return dict(self.call(control.apply_edits, self.service, job_id, triples, ACTOR))
+        return dict(self.call(make_edits, self.service, job_id, triples, ACTOR))
 
     def undo(self, job_id: str, edit_id: int | None) -> dict[str, Any]:
-        from midrun.server import control
+        from midrun.jobs.edits import undo_edits
 
-        return dict(self.call(control.undo_edits, self.service, job_id, edit_id, ACTOR))
+        return dict(self.call(undo_edits, self.service, job_id, edit_id, ACTOR))
 
     def preview(self, job_id: str, step: int | None) -> Preview:
-        debug = self.call(self.service.debug_state, job_id)
-        index = list(debug["intermediate_previews_json"] or [])
+        from midrun.jobs import views
+
+        index = self.call(views.previews, self.service, job_id)
         chosen = [e for e in index if step is None or e.get("step") == step]
         if not chosen:
             have = sorted({e["step"] for e in index if e.get("step") is not None})
@@ -424,12 +441,12 @@ class EmbeddedClient(Client):
     def breakpoints(self, *, job_id: str | None = None,
                     workflow_id: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
         from midrun.jobs import breakpoints as bps
-        from midrun.server import control
+        from midrun.jobs import views
 
         _scope(job_id, workflow_id)
         if job_id is not None:
             job = self.call(self.service.get, job_id)
-            return list(self.call(control.applying_breakpoints, self.service, job))
+            return list(self.call(views.applying_breakpoints, self.service, job))
         return list(self.call(bps.list_breakpoints, self.service, workflow_id=workflow_id))
 
     def add_breakpoint(self, spec: dict[str, Any], *, job_id: str | None = None,
@@ -473,14 +490,13 @@ class EmbeddedClient(Client):
     def batch(self, workflow_id: str, count: int | None,
               variations: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
         from midrun.jobs import workflows
-        from midrun.server import control
 
         saved = self.call(workflows.get_workflow, self.service, workflow_id)
-        return dict(self.call(control.make_batch, self.service, saved, {}, count, variations,
-                              ACTOR))  # fmt: skip
+        return dict(self.call(workflows.submit_workflow_batch, self.service, saved,
+                              count=count, variations=variations, owner=ACTOR))  # fmt: skip
 
 
-def connect(server: str | None, token: str | None, config: ServerConfig) -> Client:
+def connect(server: str | None, token: str | None, config: DataPlaces) -> Client:
     """An HTTP client when a server URL is given, else the embedded one on ``config``'s
     data directory and database."""
     if server:

@@ -3,34 +3,36 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from midrun.core.errors import MidrunError
+from midrun.server import (
+    catalogue,
+    comfy,
+    control,
+    events,
+    files,
+    frontend,
+    history,
+    joblist,
+    models,
+    system,
+    userdata,
+)
 from midrun.server.auth import AuthMiddleware
 from midrun.server.errors import midrun_error
 from midrun.server.state import Server
 
 OPEN_PREFIXES = ("/assets/", "/extensions/", "/scripts/", "/templates/", "/fonts/", "/cursor/",
                  "/favicon", "/index.html")  # the static page: no token needed  # fmt: skip
-
-
-def both(path: str, endpoint: Callable[..., Any], methods: Iterable[str] = ("GET",),
-         name: str | None = None) -> list[BaseRoute]:  # fmt: skip
-    """A ComfyUI route: bare and under ``/api``."""
-    return [Route(path, endpoint, methods=list(methods), name=name),
-            Route("/api" + path, endpoint, methods=list(methods))]  # fmt: skip
-
-
-def both_ws(path: str, endpoint: Callable[..., Any]) -> list[BaseRoute]:
-    return [WebSocketRoute(path, endpoint), WebSocketRoute("/api" + path, endpoint)]
 
 
 class BodyLimit:
@@ -80,12 +82,15 @@ async def _too_large(send: Send, limit: int) -> None:
 
 
 def create_app(server: Server) -> Starlette:
-    from midrun.server import comfy, control, events, files, frontend, userdata
-
     routes: list[BaseRoute] = [
         *comfy.routes(),
+        *history.routes(),
+        *joblist.routes(),
+        *system.routes(),
         *events.routes(),
         *files.routes(),
+        *models.routes(),
+        *catalogue.routes(),
         *userdata.routes(),
         *control.routes(),
         *frontend.routes(server),  # last: the static page at "/"

@@ -1,6 +1,5 @@
-"""ComfyUI's file and catalogue routes: ``/view``, ``/upload/image``, ``/upload/mask``,
-the model listings, and the small lists the frontend asks for at start-up (extensions,
-templates, embeddings, i18n, subgraphs, node replacements, folder paths).
+"""ComfyUI's file routes: ``/view``, ``/upload/image`` and ``/upload/mask`` (the model
+listings are in :mod:`.models`, the start-up lists in :mod:`.catalogue`).
 
 Every file a request names is resolved (links followed) and must stay inside its base
 folder (output, input or temp)."""
@@ -14,7 +13,6 @@ import mimetypes
 import os
 import re
 import threading
-import weakref
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,13 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
-from midrun.diffusion.paths import KINDS, WEIGHT_SUFFIXES, ModelPaths
-from midrun.graph.ui_layout import api_to_ui
-from midrun.graph.workflow import Workflow, is_api_format
-from midrun.server.app import both
 from midrun.server.errors import HTTPError
+from midrun.server.routing import both, server_of
 from midrun.server.userdata import atomic_write
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -47,12 +42,8 @@ ANNOTATION = re.compile(r"^(?P<name>.*) \[(?P<type>output|input|temp)\]$")
 _upload_lock = threading.Lock()
 
 
-def _server(request: Request) -> Any:
-    return request.app.state.server
-
-
 def base_dir(request: Request, file_type: str) -> Path:
-    config = _server(request).config
+    config = server_of(request).config
     folders = {"output": config.output_dir, "input": config.upload_dir, "temp": config.temp_dir}
     if file_type not in folders:
         raise HTTPError(
@@ -322,142 +313,9 @@ def apply_mask(original: Path, mask: bytes) -> bytes:
     return buffer.getvalue()
 
 
-# ---------------------------------------------------------------------------------------------
-# Models
-
-_paths: weakref.WeakKeyDictionary[Any, ModelPaths] = weakref.WeakKeyDictionary()
-
-
-def model_paths(request: Request) -> ModelPaths:
-    server = _server(request)
-    if server.runtime is not None and getattr(server.runtime, "paths", None) is not None:
-        return server.runtime.paths
-    if server not in _paths:
-        _paths[server] = ModelPaths.from_dir(server.models_dir)
-    return _paths[server]
-
-
-def _kind(request: Request) -> str:
-    folder = request.path_params["folder"]
-    if folder not in KINDS:
-        raise HTTPError(404, "not_found", f"No model folder {folder!r}")
-    return folder
-
-
-async def list_kinds(request: Request) -> JSONResponse:
-    return JSONResponse(list(KINDS))
-
-
-async def list_models(request: Request) -> JSONResponse:
-    kind = _kind(request)
-    return JSONResponse(await run_in_threadpool(model_paths(request).names, kind))
-
-
-async def experiment_kinds(request: Request) -> JSONResponse:
-    paths = model_paths(request)
-    return JSONResponse([{"name": kind, "folders": [str(f) for f in paths.folders.get(kind, [])],
-                          "extensions": sorted(WEIGHT_SUFFIXES)} for kind in KINDS])  # fmt: skip
-
-
-async def experiment_models(request: Request) -> JSONResponse:
-    kind = _kind(request)
-    return JSONResponse(await run_in_threadpool(_model_entries, model_paths(request), kind))
-
-
-def _model_entries(paths: ModelPaths, kind: str) -> list[dict[str, Any]]:
-    """Each model with the index of the folder that holds it (built-in models, which live
-    in no folder, get the index after the last folder)."""
-    folders = paths.folders.get(kind, [])
-    entries = []
-    for name in paths.names(kind):
-        index = next((i for i, f in enumerate(folders) if (f / name).exists()), None)
-        path = folders[index] / name if index is not None else paths.builtin[kind][name]
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        entries.append({"name": name, "pathIndex": len(folders) if index is None else index,
-                        "modified": st.st_mtime, "created": st.st_ctime,
-                        "size": st.st_size if path.is_file() else 0})  # fmt: skip
-    return entries
-
-
-async def folder_paths(request: Request) -> JSONResponse:
-    paths = model_paths(request)
-    return JSONResponse({kind: [str(f) for f in paths.folders.get(kind, [])] for kind in KINDS})
-
-
-# ---------------------------------------------------------------------------------------------
-# Start-up lists
-
-
-async def embeddings(request: Request) -> JSONResponse:
-    return JSONResponse([])  # midrun has no textual-inversion embeddings
-
-
-async def empty_dict(request: Request) -> JSONResponse:
-    return JSONResponse({})
-
-
-async def empty_list(request: Request) -> JSONResponse:
-    return JSONResponse([])
-
-
-async def no_user_css(request: Request) -> Response:
-    """The page links ``user.css`` beside itself; midrun keeps users' styles in their user
-    directory (``/api/userdata/user.css``), so this one is empty."""
-    return Response("", media_type="text/css", headers={"Cache-Control": "no-cache"})
-
-
-async def extensions(request: Request) -> JSONResponse:
-    if not WEB_DIR.is_dir():
-        return JSONResponse([])
-    # The entry modules; helpers in sub-folders are imported by them, not loaded alone.
-    scripts = sorted(p.name for p in WEB_DIR.glob("*.js") if p.is_file())
-    return JSONResponse([f"/extensions/midrun/{quote(s)}" for s in scripts])
-
-
-async def workflow_templates(request: Request) -> JSONResponse:
-    names = sorted(p.stem for p in EXAMPLES_DIR.glob("*.json") if p.is_file())
-    return JSONResponse({TEMPLATE_MODULE: names})
-
-
-async def workflow_template(request: Request) -> Response:
-    """An example workflow as the canvas loads it: API-format examples are laid out as a
-    UI-format document (``/?template=NAME&source=midrun`` opens one)."""
-    module, name = request.path_params["module"], request.path_params["name"]
-    if module != TEMPLATE_MODULE or not TEMPLATE_NAME.match(name):
-        raise HTTPError(404, "not_found", f"No workflow template {module}/{name}")
-    examples = EXAMPLES_DIR.resolve()
-    path = inside(examples, f"{name}.json")
-    if path is None or path.parent != examples or not path.is_file():
-        raise HTTPError(404, "not_found", f"No workflow template {module}/{name}")
-    document = json.loads(path.read_text(encoding="utf-8"))
-    if is_api_format(document):
-        document = api_to_ui(Workflow.from_api(document), _server(request).registry)
-    return JSONResponse(document)
-
-
 def routes() -> list[BaseRoute]:
     return [
         *both("/view", view),
         *both("/upload/image", upload_image, ["POST"]),
         *both("/upload/mask", upload_mask, ["POST"]),
-        *both("/models", list_kinds),
-        *both("/models/{folder}", list_models),
-        *both("/experiment/models", experiment_kinds),
-        *both("/experiment/models/{folder}", experiment_models),
-        *both("/embeddings", embeddings),
-        *both("/i18n", empty_dict),
-        *both("/extensions", extensions),
-        *both("/workflow_templates", workflow_templates),
-        *both("/workflow_templates/{module}/{name}.json", workflow_template),
-        *both("/node_replacements", empty_dict),
-        *both("/global_subgraphs", empty_dict),
-        Route("/internal/folder_paths", folder_paths),
-        # The core template library (ComfyUI's models, which midrun does not have) is empty;
-        # midrun's own workflows are under /api/workflow_templates.
-        Route("/templates/index.json", empty_list),
-        Route("/templates/index_logo.json", empty_dict),
-        Route("/user.css", no_user_css),  # /internal is bare only in ComfyUI
     ]

@@ -1,12 +1,16 @@
-"""The OpenAPI 3.1 document of midrun's own ``/api`` routes (:mod:`midrun.server.control`),
-served at ``GET /api/openapi.json``. Written by hand: each operation names its parameters,
-its JSON body schema and its responses, errors included (``{"error": {"type", "message"}}``).
-The ComfyUI-compatible routes are ComfyUI's API and are not described here."""
+"""The OpenAPI 3.1 document of midrun's own ``/api`` routes
+(:data:`midrun.server.control.ROUTES`), served at ``GET /api/openapi.json``. Written by
+hand: each operation names its parameters, its JSON body schema and its responses, errors
+included (``{"error": {"type", "message"}}``). The ComfyUI-compatible routes are
+ComfyUI's API and are not described here."""
 
 from __future__ import annotations
 
 from functools import cache
 from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from midrun import __version__ as VERSION
 
@@ -354,3 +358,8 @@ def document() -> dict[str, Any]:
         # A token is needed unless the server runs on loopback with auth off.
         "security": [{"bearer": []}, {}],
     }  # fmt: skip
+
+
+async def openapi_json(request: Request) -> Response:
+    """``GET /api/openapi.json``: this document."""
+    return JSONResponse(document())

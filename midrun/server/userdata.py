@@ -25,9 +25,9 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import BaseRoute
 
 from midrun.jobs.previews import MAX_EVERY
-from midrun.server.app import both
 from midrun.server.auth import current_user
 from midrun.server.errors import HTTPError, json_body
+from midrun.server.routing import both
 
 log = logging.getLogger(__name__)
 
