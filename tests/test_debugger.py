@@ -54,9 +54,11 @@ def new_session(compiled, **config) -> DebugSession:
 async def finish(session: DebugSession, task):
     """Continue through any remaining pauses until the run ends."""
     while not task.done():
-        if session.is_paused:
-            await session.continue_execution()
-        await asyncio.sleep(0.001)
+        try:
+            await session.wait_for_pause()
+        except RunFinished:
+            break
+        await session.continue_execution()
     return await task
 
 
@@ -197,30 +199,67 @@ async def test_stategraph_stepped_from_start_to_end() -> None:
 
 
 async def test_pause_requested_from_another_thread() -> None:
-    async def slow_tick(state):
-        await asyncio.sleep(0.005)
-        return {"n": state["n"] + 1}
+    """Pause and stop requested by other threads take effect at the run's next control
+    point; held, the run does not move. The node itself waits (at n == 5 and n == 8)
+    until the other thread has made its request, so where the run stops is exact."""
+    at_5, paused_asked = threading.Event(), threading.Event()
+    at_8, stop_asked = threading.Event(), threading.Event()
+    held, resumed = threading.Event(), threading.Event()
+    ticks_while_held: list[int] = []
+
+    def tick(state):
+        n = state["n"]
+        if held.is_set() and not resumed.is_set():
+            ticks_while_held.append(n)
+        if n == 5:
+            at_5.set()
+            assert paused_asked.wait(10), "the pause request never came"
+        if n == 8:
+            at_8.set()
+            assert stop_asked.wait(10), "the stop request never came"
+        return {"n": n + 1}
 
     graph = StateGraph()
-    graph.add_node("tick", slow_tick)
+    graph.add_node("tick", tick)
     graph.add_conditional_edges("tick", lambda s: "tick" if s["n"] < 10_000 else END)
     graph.set_entry_point("tick")
     compiled = graph.compile(recursion_limit=20_000)
     session = new_session(compiled)
+    controller = session.controller
+    # Set on the run's thread as the controller holds it, before it waits for a command.
+    controller.listeners.append(lambda event, _: held.set() if event == "paused" else None)
+
+    def request(reached: threading.Event, call, done: threading.Event) -> threading.Thread:
+        def run() -> None:
+            if reached.wait(10):
+                call()
+                done.set()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    pauser = request(at_5, controller.request_pause, paused_asked)
+    stopper = request(at_8, controller.request_stop, stop_asked)
     task = start(compiled, session, {"n": 0})
-    await asyncio.sleep(0.05)
-    threading.Thread(target=session.controller.request_pause).start()
     context = await session.wait_for_pause()
-    assert context.reason == PauseReason.PAUSE_REQUEST and 0 < context.state["n"] < 10_000
-    held_at = context.state["n"]
-    await asyncio.sleep(0.05)
-    assert session.is_paused and session.get_current_state()["n"] == held_at  # really held
-    # Resume from another thread too.
-    threading.Thread(target=session.controller.resume).start()
-    await asyncio.sleep(0.02)
-    await session.stop()
+    pauser.join(10)
+    # Held at the first point after the tick that saw n == 5: tick's after point, n == 6.
+    assert context.reason == PauseReason.PAUSE_REQUEST
+    assert (context.node_id, context.state["n"]) == ("tick", 6)
+
+    def resume_from_another_thread() -> None:
+        # The test's coroutine is parked on this thread: the event loop is free to run
+        # the run task, which would tick now if the hold did not hold.
+        assert session.is_paused and session.get_current_state()["n"] == 6
+        resumed.set()
+        controller.resume()
+
+    await asyncio.to_thread(resume_from_another_thread)
+    assert ticks_while_held == []
     result = await task
-    assert result.status == RunStatus.ABORTED and result.state["n"] > held_at
+    stopper.join(10)
+    assert result.status == RunStatus.ABORTED and result.state["n"] == 9
 
 
 async def test_commands_on_a_running_or_finished_run_are_refused() -> None:

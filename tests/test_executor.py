@@ -3,10 +3,11 @@ points, suspend/resume (also in a new process), abort and errors."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from midrun.engine.control import ControlPoint, Directive, Hook, Position
 from midrun.engine.executor import Executor, RunStatus, WorkflowInvalidError
 from midrun.engine.runstate import RunState
 from midrun.graph.registry import NodeRegistry
+from midrun.graph.types import INT, InputSpec, NodeType, OutputSpec
 from midrun.graph.workflow import Workflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,16 +119,40 @@ def parallel_workflow(kind: str, n: int = 4, seconds: float = 0.3) -> Workflow:
     return Workflow.from_api(doc)
 
 
-@pytest.mark.parametrize("kind", ["Slow", "SlowAsync"])
-async def test_independent_nodes_run_concurrently(registry: NodeRegistry, kind: str) -> None:
-    from tests.testnodes import ACTIVE
+def barrier_types(parties: int, timeout: float = 10.0) -> list[NodeType]:
+    """Two node types that each wait until ``parties`` of their kind are running at once:
+    a thread barrier for the sync one (the executor runs it in a thread), an asyncio
+    barrier for the async one. Run one at a time, the first times out and raises."""
+    threads = threading.Barrier(parties, timeout=timeout)
+    tasks = asyncio.Barrier(parties)
 
-    started = time.perf_counter()
-    result = await Executor(max_concurrency=4).run(parallel_workflow(kind), registry)
-    elapsed = time.perf_counter() - started
-    assert result.ok
-    assert ACTIVE["peak"] == 4
-    assert elapsed < 4 * 0.3  # sequential would take at least 1.2 s
+    def barrier_sync(value: int) -> tuple[int]:
+        threads.wait()  # BrokenBarrierError after ``timeout`` unless all overlap
+        return (value,)
+
+    async def barrier_async(value: int) -> tuple[int]:
+        async with asyncio.timeout(timeout):
+            await tasks.wait()
+        return (value,)
+
+    spec = ((InputSpec("value", INT),), (OutputSpec(INT),))
+    return [NodeType("BarrierSync", *spec, barrier_sync),
+            NodeType("BarrierAsync", *spec, barrier_async)]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["BarrierSync", "BarrierAsync"])
+async def test_independent_nodes_run_concurrently(registry: NodeRegistry, kind: str) -> None:
+    """Four independent nodes are all running at the same moment: each waits on a barrier
+    that only opens once all four have reached it (sequential runs would time out)."""
+    for node_type in barrier_types(4):
+        registry.register(node_type)
+    doc = {"0": {"class_type": "Const", "inputs": {"value": 1}}}
+    for i in range(1, 5):
+        doc[str(i)] = {"class_type": kind, "inputs": {"value": ["0", 0]}}
+        doc[f"o{i}"] = {"class_type": "Output", "inputs": {"value": [str(i), 0]}}
+    result = await Executor(max_concurrency=4).run(Workflow.from_api(doc), registry)
+    assert result.ok, result.error
+    assert [ui_value(result, f"o{i}") for i in range(1, 5)] == [1, 1, 1, 1]
 
 
 async def test_concurrency_limit_is_respected(registry: NodeRegistry) -> None:
@@ -211,21 +237,32 @@ async def test_suspend_before_node_and_after_node(
 
 
 async def test_pause_requested_from_another_thread(registry: NodeRegistry) -> None:
-    """A flag set by another thread takes effect at the next control point."""
-    import threading
+    """A flag set by another thread takes effect at the next control point: the run is
+    held at step 5 until the other thread has set the flag, so it must suspend at step 6."""
 
     class PauseFlag(Hook):
         def __init__(self) -> None:
             self.flag = threading.Event()
+            self.at_step_5 = threading.Event()
+            self.flag_set = threading.Event()
             self.seen_step = None
 
         async def on_point(self, point: ControlPoint) -> Directive | None:
             if self.flag.is_set():
                 self.seen_step = point.step
                 return Directive.suspend("user pause")
+            if point.node_id == "2" and point.step == 5:
+                self.at_step_5.set()
+                assert self.flag_set.wait(10), "the other thread never set the flag"
             return None
 
     hook = PauseFlag()
+
+    def other_thread() -> None:
+        if hook.at_step_5.wait(10):
+            hook.flag.set()
+            hook.flag_set.set()
+
     workflow = Workflow.from_api(
         {
             "1": {"class_type": "Const", "inputs": {"value": 1}},
@@ -234,13 +271,17 @@ async def test_pause_requested_from_another_thread(registry: NodeRegistry) -> No
             "4": {"class_type": "Output", "inputs": {"value": ["3", 0]}},
         }
     )
-    timer = threading.Timer(0.05, hook.flag.set)
-    timer.start()
+    setter = threading.Thread(target=other_thread)
+    setter.start()
     result = await Executor(hooks=[hook], max_concurrency=2).run(workflow, registry)
+    setter.join(10)
     assert result.status == RunStatus.SUSPENDED and result.reason == "user pause"
-    assert 0 < result.in_flight["2"][0] < 10000
+    assert hook.seen_step == 6
+    step, state = result.in_flight["2"]
+    assert step == 6 and state["trace"] == [1, 2, 3, 4, 5, 6]
     finished = await Executor().resume(result.state, registry)
     assert finished.ok
+    assert ui_value(finished, "4") == sum(range(1, 10001))
 
 
 async def test_abort_keeps_partial_results(registry: NodeRegistry) -> None:

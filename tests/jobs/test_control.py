@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
 from midrun.core.errors import InputNotHotSwappable
+from midrun.debug.trace import Tracer
 from midrun.engine.edits import EditError
-from midrun.engine.executor import WorkflowInvalidError
+from midrun.engine.executor import Executor, RunStatus, WorkflowInvalidError
 from midrun.jobs.states import JobConflict, JobNotFound, JobState
 from tests.jobs.conftest import result, ticker
 
@@ -125,19 +127,50 @@ def test_unknown_jobs_are_named(service) -> None:
         service.pause("nope")
 
 
-def test_abort_of_a_running_job_keeps_partial_results(service, pool) -> None:
-    job = service.submit(ticker(steps=200, delay=0.01))
-    wait_step(service, job.id, 4)
-    assert service.abort(job.id, "looks wrong").request == "abort"
-    with pytest.raises(JobConflict, match="abort is pending"):
-        service.pause(job.id)
+def hold_at_step(service, job_id: str, step: int) -> tuple[threading.Event, threading.Event]:
+    """(reached, release): the job's worker stops in its hook's progress report for
+    ``step`` (bus listeners run on the emitter's thread), before the hook reads the row's
+    requests at that point, and waits there until ``release`` is set."""
+    reached, release = threading.Event(), threading.Event()
+
+    def listener(event: dict) -> None:
+        if (event.get("job_id"), event["type"], event.get("step")) == (
+            job_id, "midrun.progress", step
+        ):
+            reached.set()
+            release.wait(30)
+
+    service.bus.subscribe(listener)
+    return reached, release
+
+
+async def test_abort_of_a_running_job_keeps_partial_results(service, pool) -> None:
+    job = service.submit(ticker(steps=12, delay=0, gain=3, start=7))
+    reached, release = hold_at_step(service, job.id, 4)
+    assert reached.wait(30), "the job never reached step 4"
+    try:
+        assert service.abort(job.id, "looks wrong").request == "abort"
+        with pytest.raises(JobConflict, match="abort is pending"):
+            service.pause(job.id)
+    finally:
+        release.set()
     aborted = service.wait(job.id)
+    # The abort was pending when the worker read the row at step 4: it ended there.
     assert aborted.state == JobState.ABORTED
-    assert service.debug_state(job.id)["abort_reason"] == "looks wrong"
+    assert aborted.checkpoint_step == 4
+    debug = service.debug_state(job.id)
+    assert debug["abort_reason"] == "looks wrong" and debug["paused_at_step"] == 4
+    assert [e["step"] for e in service.events(job.id) if e["kind"] == "aborted"] == [4]
+    # The partial results decode: continued in process, the saved run picks up at step 5
+    # with the ticker's state after step 4 and ends where an uninterrupted run does.
     partial = service.artifacts.load_run_state(job.id)
-    step, state = partial.steps()["2"], partial.plan.in_flight["2"].state
-    assert step >= 4 and state is not None
-    assert aborted.checkpoint_step == step
+    tracer = Tracer()
+    finished = await Executor(hooks=[tracer]).resume(partial, service.registry)
+    assert finished.status == RunStatus.COMPLETED
+    steps = [p.step for p in tracer.points if p.node_id == "2" and p.position == "step"]
+    assert steps == list(range(5, 13))
+    assert finished.plan.ui["3"]["value"] == [7 + 3 * sum(range(1, 13))]
+    assert finished.plan.ui["4"]["value"] == [[3] * 12]
 
 
 @pytest.mark.parametrize("action", ["pause", "abort"])
@@ -177,7 +210,15 @@ def test_a_resume_is_announced_before_the_worker_starts_again(service, pool, mon
     service.pause(job.id)
     service.wait(job.id, [JobState.PAUSED])
     heard: list[str] = []
-    service.bus.subscribe(lambda e: heard.append(e["type"]) if e.get("job_id") == job.id else None)
+    running = threading.Event()
+
+    def listen(event: dict) -> None:
+        if event.get("job_id") == job.id:
+            heard.append(event["type"])
+            if event["type"] == "midrun.running":
+                running.set()
+
+    service.bus.subscribe(listen)
     begin, me = service.db.begin, threading.get_ident()
 
     @contextlib.contextmanager
@@ -185,14 +226,12 @@ def test_a_resume_is_announced_before_the_worker_starts_again(service, pool, mon
         with begin() as conn:
             yield conn
         if threading.get_ident() == me:  # the resume's own transaction, now committed
-            deadline = time.monotonic() + 10
-            while "midrun.started" not in heard and time.monotonic() < deadline:
-                time.sleep(0.002)
+            running.wait(10)
 
     monkeypatch.setattr(service.db, "begin", held_begin)
     service.resume(job.id)
-    assert "midrun.started" in heard
-    assert heard.index("midrun.resumed") < heard.index("midrun.started"), heard
+    assert "midrun.running" in heard
+    assert heard.index("midrun.resumed") < heard.index("midrun.running"), heard
     assert service.wait(job.id).state == JobState.COMPLETED
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 
 import pytest
 
@@ -19,7 +19,28 @@ def pool2(service):
         yield workers
 
 
-def test_pipeline_pause_pauses_every_running_job_and_holds_the_queue(service, pool2) -> None:
+def watch_claims(pool, monkeypatch) -> tuple[threading.Event, dict[str, threading.Event]]:
+    """(armed, looked): once ``armed`` is set, ``looked[worker id]`` is set when that
+    worker has begun a claim attempt after it, found the pipeline paused and taken
+    nothing (each worker tries on its own thread, at its own pace)."""
+    armed = threading.Event()
+    looked = {w.id: threading.Event() for w in pool.workers}
+    for worker in pool.workers:
+
+        def claim(worker=worker, claim=worker.claim):
+            after_arming = armed.is_set()
+            job = claim()
+            if after_arming and job is None and worker.held:
+                looked[worker.id].set()
+            return job
+
+        monkeypatch.setattr(worker, "claim", claim)
+    return armed, looked
+
+
+def test_pipeline_pause_pauses_every_running_job_and_holds_the_queue(
+    service, pool2, monkeypatch
+) -> None:
     straight = [service.wait(service.submit(ticker(steps=40, gain=g)).id) for g in (1, 2)]
     running = [service.submit(ticker(steps=40, gain=g)) for g in (1, 2)]
     pending = service.submit(ticker(steps=2, delay=0, label="pending"))
@@ -31,8 +52,12 @@ def test_pipeline_pause_pauses_every_running_job_and_holds_the_queue(service, po
     assert set(status["workers_at_pause"].values()) == {j.id for j in running}
     assert status["pending"] == [pending.id]
     assert all(service.get(j.id).state == JobState.PAUSED for j in running)
+    # Every worker looks at the queue again after "late" is in it, and takes nothing.
+    armed, looked = watch_claims(pool2, monkeypatch)
     late = service.submit(ticker(steps=1, delay=0, label="late"))
-    time.sleep(0.3)
+    armed.set()
+    for worker in pool2.workers:
+        assert looked[worker.id].wait(30), f"{worker.id} never looked at the queue"
     assert service.get(late.id).state == JobState.QUEUED  # waits while paused
     assert service.get(pending.id).state == JobState.QUEUED
     with pytest.raises(pipeline.PipelineConflict):
@@ -54,10 +79,7 @@ def test_a_pipeline_pause_that_cannot_complete_pauses_nothing(service, pool2) ->
         "2": {"class_type": "Output", "inputs": {"value": ["1", 0]}},
     })  # fmt: skip
     wait_step(service, stepping.id, 2)
-    deadline = time.monotonic() + 5
-    while service.get(stuck.id).state != JobState.RUNNING:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    service.wait(stuck.id, [JobState.RUNNING], timeout=5)
     with pytest.raises(pipeline.PipelinePauseFailed) as failed:
         pipeline.pause_pipeline(service, timeout=0.3)
     assert failed.value.extra_info["jobs"] == [stuck.id]

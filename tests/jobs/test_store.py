@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import inspect, text
@@ -43,23 +43,45 @@ def test_job_debug_state_has_the_specified_columns_and_defaults(db, service) -> 
     assert state["paused_at_step"] is None and state["abort_reason"] is None
 
 
+def stamps(service, job_id: str) -> tuple[datetime, datetime]:
+    state = service.debug_state(job_id)
+    return datetime.fromisoformat(state["created_at"]), datetime.fromisoformat(state["updated_at"])
+
+
 def test_updated_at_is_kept_current(db, service) -> None:
+    """An update of a job_debug_state row sets its updated_at to the writer's clock: the
+    database's transaction time on PostgreSQL (the trigger, whoever writes the row), the
+    writing process's clock on SQLite (SQLAlchemy's onupdate). The row starts with an
+    updated_at far in the past, so an update that leaves it alone cannot pass."""
+    from sqlalchemy import delete, insert, update
+
+    from midrun.store.schema import job_debug_state, now
+
     job = service.submit(ticker())
-    before = service.debug_state(job.id)["updated_at"]
-    time.sleep(0.05)
-    if db.dialect == "postgresql":  # the trigger, whoever writes the row
-        with db.begin() as conn:
+    long_ago = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+    with db.begin() as conn:  # an INSERT: the trigger (BEFORE UPDATE) leaves it as given
+        conn.execute(delete(job_debug_state).where(job_debug_state.c.job_id == job.id))
+        conn.execute(insert(job_debug_state).values(job_id=job.id, created_at=long_ago,
+                                                    updated_at=long_ago))  # fmt: skip
+    assert stamps(service, job.id) == (long_ago, long_ago)
+    with db.begin() as conn:
+        if db.dialect == "postgresql":
+            # now() is the transaction's start time: the trigger must write exactly it.
+            expected = conn.execute(text("SELECT now()")).scalar()
             conn.execute(text("UPDATE job_debug_state SET paused_at_step = 3 WHERE job_id = :j"),
                          {"j": job.id})  # fmt: skip
-    else:  # SQLAlchemy's onupdate
-        from sqlalchemy import update
-
-        from midrun.store.schema import job_debug_state
-
-        with db.begin() as conn:
+        else:
+            earliest = now()
             conn.execute(update(job_debug_state).where(job_debug_state.c.job_id == job.id)
                          .values(paused_at_step=3))  # fmt: skip
-    assert service.debug_state(job.id)["updated_at"] > before
+            latest = now()
+    assert service.debug_state(job.id)["paused_at_step"] == 3
+    created, updated = stamps(service, job.id)
+    assert created == long_ago  # only updated_at moves
+    if db.dialect == "postgresql":
+        assert updated == expected
+    else:  # set during the UPDATE, by the clock onupdate reads
+        assert earliest <= updated <= latest
 
 
 def test_the_audit_log_is_append_only(db, service) -> None:
