@@ -1,10 +1,14 @@
 """The canvas in a real browser: Debian's Chromium (``/usr/bin/chromium``, never a
 downloaded one) driven by Playwright, against a real midrun server with the shipped demo
-model, SQLite in a temporary folder. Each test saves screenshots under
-``artifacts/ui/`` (or ``$MIDRUN_ARTIFACTS``) and asserts they are not blank."""
+model, SQLite in a temporary folder. One browser and one server per module; each test has
+its own browser context and page, and the server is settled before and after it (no job
+left running, no breakpoint, default settings), so each test runs alone or in any order.
+Tests save screenshots under ``artifacts/ui/`` (or ``$MIDRUN_ARTIFACTS``) and assert they
+are not blank."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -15,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from midrun.core.errors import MidrunError
 from midrun.server.config import ServerConfig
 from tests.server.conftest import FAST, LiveServer, free_port, start_server
 
@@ -77,23 +82,70 @@ def assert_not_blank(image: Any, name: str) -> None:
         f"screenshot {name} looks blank ({colours} colours, range {extrema})")
 
 
+def demo_config(root: Path) -> ServerConfig:
+    """An empty models folder: the shipped demo model is what the server offers."""
+    (root / "models").mkdir()
+    return ServerConfig(host="127.0.0.1", port=free_port(), data_dir=root / "data",
+                        models_dir=root / "models", devices=("cpu",))  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def live_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A server with an empty models folder: the shipped demo model is what it offers."""
+    """One server for the module; each test starts from a settled one (see ``settle``)."""
     _browser_or_fail()
-    root = tmp_path_factory.mktemp("canvas")
-    (root / "models").mkdir()
-    config = ServerConfig(host="127.0.0.1", port=free_port(), data_dir=root / "data",
-                          models_dir=root / "models", devices=("cpu",))  # fmt: skip
-    server = start_server(config, FAST)
+    server = start_server(demo_config(tmp_path_factory.mktemp("canvas")), FAST)
     yield server
     server.stop()
 
 
+@pytest.fixture
+def own_demo(tmp_path: Path) -> Iterator[LiveServer]:
+    """A server of the test's own (for a test that stops and restarts it)."""
+    _browser_or_fail()
+    holder = {"server": start_server(demo_config(tmp_path), FAST)}
+    yield holder["server"]
+    holder["server"].stop()
+
+
+# Settings the tests change (stored by the server, per user): their defaults.
+SETTINGS = {"midrun.Preview.EverySteps": 1}
+
+
+def settle(server: LiveServer) -> None:
+    """What one test leaves on the shared server does not reach the next: every job not
+    ended is aborted (and waited for, so the worker is free), the pipeline runs, no
+    breakpoint is left on a saved workflow and the changed settings are back to their
+    defaults."""
+    from midrun.jobs import pipeline
+
+    service = server.server.jobs
+    if pipeline.status(service)["state"] != "running":
+        pipeline.resume_pipeline(service, actor="test settle")
+    for job in service.list():
+        if not job.state.terminal:
+            with contextlib.suppress(MidrunError):  # ended meanwhile, or abort pending
+                service.abort(job.id, "test over")
+    for job in service.list():
+        service.wait(job.id, timeout=120)
+    with server.client() as http:
+        for saved in _items(http.get("/api/workflows").json(), "workflows"):
+            listed = http.get(f"/api/workflows/{saved['id']}/breakpoints").json()
+            for bp in _items(listed, "breakpoints"):
+                http.delete(f"/api/breakpoints/{bp['id']}").raise_for_status()
+        for name, value in SETTINGS.items():
+            http.post(f"/api/settings/{name}", json=value).raise_for_status()
+
+
+def _items(body: Any, key: str) -> list[dict[str, Any]]:
+    return body[key] if isinstance(body, dict) else body
+
+
 @pytest.fixture(scope="module")
-def browser(live_demo: LiveServer) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
+    """One Chromium for the module; each test gets its own context (cookies, storage)."""
     from playwright.sync_api import sync_playwright
 
+    _browser_or_fail()
     with sync_playwright() as p:
         instance = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         yield instance
@@ -101,6 +153,8 @@ def browser(live_demo: LiveServer) -> Iterator[Any]:
 
 
 def open_canvas(browser: Any, server: LiveServer) -> Canvas:
+    """A fresh browser context and page on ``server``, once the demo workflow is on the
+    canvas and the extension's event stream is connected."""
     context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     canvas = Canvas(page, server)
@@ -108,14 +162,19 @@ def open_canvas(browser: Any, server: LiveServer) -> Canvas:
     page.on("pageerror", lambda e: canvas.console.append(("pageerror", str(e))))
     page.on("request", lambda r: canvas.requests.append(r.url))
     page.goto(server.url + "/")
-    page.wait_for_function("() => window.midrun && window.app?.graph?.nodes?.length > 0",
+    page.wait_for_function("() => window.midrun?.store?.connected"
+                           " && window.app?.graph?.nodes?.length > 0",
                            timeout=60_000)  # fmt: skip
     return canvas
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def canvas(browser: Any, live_demo: LiveServer) -> Iterator[Canvas]:
-    """One page shared by the module's tests, which run in order, like a user's session."""
+    """A page of its own for each test, on the module's server settled before and after."""
+    settle(live_demo)
     page = open_canvas(browser, live_demo)
-    yield page
-    page.page.context.close()
+    try:
+        yield page
+    finally:
+        page.page.context.close()
+        settle(live_demo)

@@ -2,14 +2,16 @@
 workflow on landing, a run paused at a step with its intermediate preview, mid-run edits
 with undo, resume to the final image, a node breakpoint with inspection and step over,
 abort with a reason, the pipeline paused with two jobs, a batch of four with incrementing
-seeds, Configure & Run, and a server restart survived. The tests share one page and run
-in order."""
+seeds, Configure & Run, and a server restart survived. Each test has a page of its own
+and makes the jobs it needs (the server is settled between tests: tests/ui/conftest.py),
+so any of them runs alone."""
 
 from __future__ import annotations
 
 import io
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,8 +19,8 @@ import pytest
 from PIL import Image
 
 from midrun.server.files import EXAMPLES_DIR
-from tests.server.conftest import FAST, start_server
-from tests.ui.conftest import ARTIFACTS, Canvas
+from tests.server.conftest import FAST, LiveServer, start_server
+from tests.ui.conftest import ARTIFACTS, Canvas, open_canvas
 
 SLOW_STEPS = 150  # long enough on a CPU to pause by hand
 
@@ -62,13 +64,34 @@ def fetch_image(canvas: Canvas, url: str) -> Image.Image:
     return Image.open(io.BytesIO(response.body()))
 
 
+def paused_job(canvas: Canvas) -> str:
+    """Run the demo with SLOW_STEPS steps and pause it from its card after step 3."""
+    widget(canvas, "KSampler", "steps", SLOW_STEPS)
+    job_id = run(canvas)
+    card_state(canvas, "running")
+    canvas.wait_js("(id) => (window.midrun.store.jobs.get(id)?.step ?? 0) >= 3", job_id)
+    canvas.page.click(".midrun-card [data-action='pause']")
+    card_state(canvas, "paused")
+    canvas.wait_js("(id) => window.midrun.store.jobs.get(id)?.state === 'paused'", job_id)
+    return job_id
+
+
+def edit_prompt(canvas: Canvas, text: str) -> None:
+    """Change the positive prompt's text as a user would; its edit shows on the card."""
+    positive = canvas.js("() => app.graph.nodes.find((n) => n.title === 'Positive prompt').id")
+    canvas.js("""([id, text]) => { const node = app.graph.getNodeById(id);
+        node.widgets.find((w) => w.name === 'text')
+            .setValue(text, { node, canvas: app.canvas }); }""", [positive, text])  # fmt: skip
+    canvas.page.wait_for_selector(".midrun-edits li[data-input='text']")
+
+
 def test_landing_shows_the_demo_workflow_without_errors_or_outside_calls(canvas: Canvas) -> None:
     types = canvas.js("() => app.graph.nodes.map((n) => n.type).sort()")
     assert types == ["CLIPTextEncode", "CLIPTextEncode", "CheckpointLoaderSimple",
                      "EmptyLatentImage", "KSampler", "SaveImage", "VAEDecode"]  # fmt: skip
     assert widget_value(canvas, "CheckpointLoaderSimple", "ckpt_name") == "midrun-demo"
     assert canvas.js("() => app.extensionManager.setting.get('Comfy.TutorialCompleted')")
-    canvas.page.wait_for_timeout(1500)  # late start-up requests
+    canvas.page.wait_for_load_state("networkidle")  # late start-up requests made
     outside = [u for u in canvas.requests if not u.startswith(canvas.server.url)
                and not u.startswith(("data:", "blob:"))]  # fmt: skip
     assert outside == []
@@ -77,12 +100,7 @@ def test_landing_shows_the_demo_workflow_without_errors_or_outside_calls(canvas:
 
 
 def test_pause_at_a_step_shows_the_paused_state_and_an_intermediate_preview(canvas: Canvas) -> None:
-    widget(canvas, "KSampler", "steps", SLOW_STEPS)
-    job_id = run(canvas)
-    card_state(canvas, "running")
-    canvas.wait_js("(id) => (window.midrun.store.jobs.get(id)?.step ?? 0) >= 3", job_id)
-    canvas.page.click(".midrun-card [data-action='pause']")
-    card_state(canvas, "paused")
+    job_id = paused_job(canvas)
     card = canvas.page.locator(".midrun-card")
     assert "Paused here" in card.inner_text()
     label = card.locator(".midrun-live figcaption")
@@ -106,14 +124,10 @@ def assert_not_blank_preview(image: Image.Image) -> None:
 
 
 def test_mid_run_edits_are_marked_and_undone(canvas: Canvas) -> None:
+    job_id = paused_job(canvas)
     widget(canvas, "KSampler", "cfg", 7.0)
     canvas.page.wait_for_selector(".midrun-edits li[data-input='cfg']")
-    positive = canvas.js("() => app.graph.nodes.find((n) => n.title === 'Positive prompt').id")
-    canvas.js("""(id) => { const node = app.graph.getNodeById(id);
-        node.widgets.find((w) => w.name === 'text')
-            .setValue('a blue star on a white background', { node, canvas: app.canvas }); }""",
-              positive)  # fmt: skip
-    canvas.page.wait_for_selector(".midrun-edits li[data-input='text']")
+    edit_prompt(canvas, "a blue star on a white background")
     items = canvas.page.locator(".midrun-edits li")
     assert items.count() == 2
     cfg = canvas.page.locator(".midrun-edits li[data-input='cfg']").inner_text()
@@ -129,7 +143,7 @@ def test_mid_run_edits_are_marked_and_undone(canvas: Canvas) -> None:
     canvas.page.wait_for_function(
         "() => document.querySelectorAll('.midrun-edits li').length === 1")
     assert widget_value(canvas, "KSampler", "cfg") == 5.0
-    job_id = canvas.js("() => window.midrun.store.active().id")
+    assert canvas.js("() => window.midrun.store.active().id") == job_id
     with httpx.Client(base_url=canvas.server.url) as http:
         pending = http.get(f"/api/jobs/{job_id}/state").json()["pending_edits"]
     assert [(e["input_name"], e["new"]) for e in pending] == [
@@ -137,6 +151,8 @@ def test_mid_run_edits_are_marked_and_undone(canvas: Canvas) -> None:
 
 
 def test_the_parameters_panel_edits_and_shows_the_servers_refusal(canvas: Canvas) -> None:
+    job_id = paused_job(canvas)
+    edit_prompt(canvas, "a blue star on a white background")
     canvas.page.click(".midrun-card [data-action='parameters']")
     dialog = canvas.page.locator(".midrun-dialog")
     dialog.wait_for()
@@ -157,6 +173,10 @@ def test_the_parameters_panel_edits_and_shows_the_servers_refusal(canvas: Canvas
     dialog.wait_for(state="detached")
     canvas.page.wait_for_selector(".midrun-edits li[data-input='cfg']")
     assert widget_value(canvas, "KSampler", "cfg") == 6
+    with httpx.Client(base_url=canvas.server.url) as http:
+        pending = http.get(f"/api/jobs/{job_id}/state").json()["pending_edits"]
+    assert sorted((e["input_name"], e["new"]) for e in pending) == [
+        ("cfg", 6), ("text", "a blue star on a white background")]
 
 
 def toast_text(canvas: Canvas, text: str, timeout: float = 15_000) -> str:
@@ -166,6 +186,9 @@ def toast_text(canvas: Canvas, text: str, timeout: float = 15_000) -> str:
 
 
 def test_an_edit_the_sampler_cannot_take_is_refused_with_the_servers_reason(canvas: Canvas) -> None:
+    paused_job(canvas)
+    widget(canvas, "KSampler", "cfg", 6.0)
+    canvas.page.wait_for_selector(".midrun-edits li[data-input='cfg']")
     widget(canvas, "KSampler", "sampler_name", "heun")  # not swapped in the middle of a run
     text = toast_text(canvas, "Edit refused: KSampler / sampler_name")
     canvas.page.wait_for_function("""() => app.graph.nodes.find((n) => n.type === 'KSampler')
@@ -173,12 +196,16 @@ def test_an_edit_the_sampler_cannot_take_is_refused_with_the_servers_reason(canv
     detail = canvas.page.locator("text=cannot change mid-run >> visible=true").first
     detail.wait_for()
     assert "takes only cfg" in detail.inner_text(), (text, detail.inner_text())
-    assert canvas.page.locator(".midrun-edits li").count() == 2  # text and cfg
+    assert canvas.page.locator(".midrun-edits li").count() == 1  # cfg only
     canvas.shot("05-edit-refused-by-sampler")
 
 
 def test_resume_applies_the_edits_and_completes_with_the_image(canvas: Canvas) -> None:
-    job_id = canvas.js("() => window.midrun.store.active().id")
+    job_id = paused_job(canvas)
+    widget(canvas, "KSampler", "cfg", 6.0)
+    canvas.page.wait_for_selector(".midrun-edits li[data-input='cfg']")
+    edit_prompt(canvas, "a blue star on a white background")
+    assert canvas.js("() => window.midrun.store.active().id") == job_id
     canvas.page.click(".midrun-card [data-action='continue']")
     canvas.wait_js("(id) => window.midrun.store.jobs.get(id)?.state === 'completed'", job_id,
                    timeout=180_000)  # fmt: skip
@@ -376,6 +403,7 @@ def test_a_batch_of_four_with_incrementing_seeds(canvas: Canvas) -> None:
 
 
 def test_a_batch_cycles_a_prompt_list_and_sweeps_a_number(canvas: Canvas) -> None:
+    widget(canvas, "KSampler", "steps", 20)
     command(canvas, "midrun.Batch")
     dialog = canvas.page.locator(".midrun-dialog")
     dialog.locator("input[name='count']").fill("2")
@@ -396,13 +424,14 @@ def test_a_batch_cycles_a_prompt_list_and_sweeps_a_number(canvas: Canvas) -> Non
     assert used == [("a blue square on a black background", 4, 7),
                     ("a red circle on a white background", 3, 7)]  # fmt: skip
     open_jobs(canvas)
-    canvas.page.select_option(".midrun-filter", "")  # the last test left one batch shown
+    canvas.page.select_option(".midrun-filter", "")  # every job, not one batch
     canvas.page.wait_for_function(
         "(id) => document.querySelector(`.midrun-batch[data-batch-id='${id}']`)"
         "?.querySelectorAll('.cell.state-completed').length === 2", arg=batch_id, timeout=120_000)
 
 
 def test_configure_and_run_prefills_the_last_used_parameters(canvas: Canvas) -> None:
+    widget(canvas, "KSampler", "steps", 20)
     command(canvas, "midrun.ConfigureRun")
     dialog = canvas.page.locator(".midrun-dialog")
     prompt = dialog.locator("textarea[data-node='6'][data-field='text']")
@@ -434,8 +463,23 @@ def test_configure_and_run_prefills_the_last_used_parameters(canvas: Canvas) -> 
     canvas.page.locator(".midrun-dialog [data-action='cancel']").click()
 
 
+@pytest.fixture
+def own_canvas(browser: Any, own_demo: LiveServer) -> Iterator[Canvas]:
+    """A page on a server of the test's own: the restart test stops the server."""
+    page = open_canvas(browser, own_demo)
+    try:
+        yield page
+    finally:
+        page.page.context.close()
+
+
 def test_a_server_restart_is_survived_without_lost_or_doubled_jobs(
-        canvas: Canvas, request: pytest.FixtureRequest) -> None:  # fmt: skip
+        own_canvas: Canvas, request: pytest.FixtureRequest) -> None:  # fmt: skip
+    canvas = own_canvas
+    # A job from before the restart, which the page must list once after it.
+    widget(canvas, "KSampler", "steps", 2)
+    before = run(canvas)
+    canvas.wait_js("(id) => window.midrun.store.jobs.get(id)?.state === 'completed'", before)
     open_jobs(canvas)
     canvas.page.select_option(".midrun-filter", "")  # every job, not one batch
     old = canvas.server
@@ -462,4 +506,4 @@ def test_a_server_restart_is_survived_without_lost_or_doubled_jobs(
     rows = canvas.js(
         "() => [...document.querySelectorAll('.midrun-job')].map((r) => r.dataset.jobId)")
     assert len(rows) == len(set(rows))
-    assert set(rows) == on_server
+    assert set(rows) == on_server == {before, job_id}
