@@ -1,9 +1,12 @@
 """LoRA files as adapters: the base weights are never rewritten.
 
 Each adapted module gets one forward hook that adds ``strength * scale * up(down(x))``
-for every LoRA active on it. Which LoRAs are active, and how strongly, is a small dict
-set before each forward pass, so changing ``strength_model`` between two sampler steps
-costs nothing and several jobs share one copy of the base model.
+for every LoRA active on it. Which LoRAs are active, and how strongly, belongs to one call,
+never to the shared model: :meth:`Adapters.applied` binds a small dict to the calling
+context (a ``ContextVar``) for the duration of one forward pass, and the hooks read it from
+there. So changing ``strength_model`` between two sampler steps costs nothing, and several
+jobs share one copy of the base model, at the same time too, each with its own strengths.
+What is shared (the hooks and the placed deltas) is only ever added to, under a lock.
 
 Key styles read: kohya (``lora_unet_*``, ``lora_te_*``, ``lora_te1_*``, ``lora_te2_*``
 with diffusers or original module names, ``.lora_down`` / ``.lora_up`` / ``.alpha``),
@@ -15,10 +18,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -122,11 +129,20 @@ def load_lora(path: str | Path) -> LoraWeights:
     return parse_lora(read_state_dict(path), path.name)
 
 
+#: The strengths of the forward pass in progress in this context, per module tree: each
+#: call binds its own (threads and asyncio tasks each see their own), nothing is stored on
+#: the shared model. Never mutated in place; a call sets a new mapping and resets it after.
+_ACTIVE: ContextVar[Mapping[Adapters, Mapping[int, float]]] = ContextVar("midrun_lora_active")
+_NONE_ACTIVE: Mapping[Adapters, Mapping[int, float]] = MappingProxyType({})
+
+
 class Adapters:
     """The LoRA hooks of one module tree (a UNet or a text encoder).
 
     ``aliases`` maps extra names (original-layout names, the files' ``text_model.``
     convention) to module names; names are matched dotted or with dots as underscores.
+    The hooks and deltas are shared by every job on the model; which LoRAs are active, and
+    how strongly, is the calling context's (:meth:`applied`).
     """
 
     def __init__(self, root: nn.Module, aliases: Mapping[str, str] | None = None) -> None:
@@ -137,18 +153,31 @@ class Adapters:
             if name in self.modules:
                 self._lookup.setdefault(alias, name)
                 self._lookup.setdefault(alias.replace(".", "_"), name)
-        self.active: dict[int, float] = {}
         self._deltas: dict[str, dict[int, LoraDelta]] = {}
         self._hooks: dict[str, Any] = {}
         self._resolved: dict[tuple[int, str], list[str]] = {}
+        self._finalized: set[int] = set()
+        # Attaching and forgetting (jobs on other threads, the garbage collector) write the
+        # shared tables; forward passes only read them and never wait for this lock.
+        self._lock = threading.RLock()
 
     def resolve(self, lora: LoraWeights, component: str) -> list[str]:
         """Attach ``lora``'s deltas for ``component`` (once); return the module names."""
         key = (lora.uid, component)
-        if key in self._resolved:
-            return self._resolved[key]
-        if not any(k[0] == lora.uid for k in self._resolved):
+        names = self._resolved.get(key)
+        if names is not None:
+            return names
+        with self._lock:  # two jobs adding one LoRA must not hook a module twice
+            names = self._resolved.get(key)
+            if names is None:
+                names = self._resolve(lora, component)
+                self._resolved[key] = names
+            return names
+
+    def _resolve(self, lora: LoraWeights, component: str) -> list[str]:
+        if lora.uid not in self._finalized:
             # When the LoRA is dropped (evicted and no job holds it), drop its deltas too.
+            self._finalized.add(lora.uid)
             weakref.finalize(lora, self.forget, lora.uid)
         names = []
         unknown = []
@@ -169,7 +198,6 @@ class Adapters:
                 component,
                 unknown[0],
             )
-        self._resolved[key] = names
         return names
 
     def _attach(self, name: str, lora_id: int, delta: LoraDelta) -> None:
@@ -202,10 +230,11 @@ class Adapters:
         conv = isinstance(module, nn.Conv2d)
 
         def hook(_: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
-            if not self.active:
+            active = _ACTIVE.get(_NONE_ACTIVE).get(self)
+            if not active:
                 return output
             x = args[0]
-            for lora_id, strength in self.active.items():
+            for lora_id, strength in active.items():
                 delta = deltas.get(lora_id)
                 if delta is None or not strength:
                     continue
@@ -220,20 +249,32 @@ class Adapters:
 
         return hook
 
-    def activate(self, uses: Iterable[tuple[LoraWeights, float]], component: str) -> None:
-        """Make exactly ``uses`` active for the next forward passes."""
+    @contextmanager
+    def applied(self, uses: Iterable[tuple[LoraWeights, float]], component: str) -> Iterator[None]:
+        """Exactly ``uses`` are active for the forward passes run inside this block, in this
+        thread or task only; other callers of the same model see their own."""
         active: dict[int, float] = {}
         for lora, strength in uses:
             if self.resolve(lora, component):
                 active[lora.uid] = active.get(lora.uid, 0.0) + float(strength)
-        self.active = active
+        bound = _ACTIVE.get(_NONE_ACTIVE)
+        if not active and self not in bound:  # the plain model: nothing to bind
+            yield
+            return
+        token = _ACTIVE.set({**bound, self: active})
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)
 
     def forget(self, uid: int) -> None:
         """Drop a LoRA's deltas."""
-        for deltas in self._deltas.values():
-            deltas.pop(uid, None)
-        for key in [k for k in self._resolved if k[0] == uid]:
-            del self._resolved[key]
+        with self._lock:
+            for deltas in self._deltas.values():
+                deltas.pop(uid, None)
+            for key in [k for k in self._resolved if k[0] == uid]:
+                del self._resolved[key]
+            self._finalized.discard(uid)
 
 
 def unet_aliases(unet: nn.Module) -> dict[str, str]:

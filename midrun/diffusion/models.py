@@ -4,13 +4,16 @@ A :class:`LoadedModel` is one checkpoint's modules, placed on a device, shared b
 job through the model cache. The node values are light views of it: a
 :class:`DiffusionModel` is the base UNet plus the LoRAs (and strengths) applied to it, a
 :class:`TextEncoder` the text encoders plus their LoRAs and the hidden layer to read, a
-:class:`VAEModel` a VAE. LoRAs are adapters switched on per call, so two jobs with
-different strengths share one base and a strength edit needs no reload.
+:class:`VAEModel` a VAE. LoRAs are adapters switched on for one call only (the strengths
+are the value's, bound to the calling thread or task while its forward pass runs), so two
+jobs with different strengths share one base, at the same time too, and a strength edit
+needs no reload.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,7 +22,13 @@ import torch
 from midrun.diffusion.checkpoints import Components
 from midrun.diffusion.devices import Placement
 from midrun.diffusion.families import Family
-from midrun.diffusion.lora import AdapterSet, LoraWeights, text_aliases, unet_aliases
+from midrun.diffusion.lora import (
+    Adapters,
+    AdapterSet,
+    LoraWeights,
+    text_aliases,
+    unet_aliases,
+)
 from midrun.diffusion.schedule import DiscreteSchedule
 from midrun.diffusion.tokenizer import END, START, clip_tokenizer
 
@@ -100,10 +109,8 @@ class DiffusionModel:
         """The UNet's raw prediction, with this model's LoRAs switched on."""
         unet = self.base.components.unet
         adapters = self.base.adapters.get("unet")
-        if adapters is not None:
-            adapters.activate(self.loras, "unet")
         dtype = self.base.placement.dtype
-        with torch.no_grad():
+        with _applied(adapters, self.loras, "unet"), torch.no_grad():
             out = unet(
                 x.to(dtype),
                 timestep,
@@ -144,11 +151,9 @@ class TextEncoder:
             zip(encoders, family.text_layers, family.pad_tokens, strict=True), start=1
         ):
             adapters = self.base.adapters.get(f"te{index}")
-            if adapters is not None:
-                adapters.activate(self.loras, f"te{index}")
             ids = token_windows(text, pad)
             layer = self.layer if self.layer is not None else default_layer
-            with torch.no_grad():
+            with _applied(adapters, self.loras, f"te{index}"), torch.no_grad():
                 out = encoder(input_ids=ids.to(device), output_hidden_states=True, return_dict=True)
             states = out.hidden_states
             if -layer > len(states) - 1:
@@ -166,6 +171,13 @@ class TextEncoder:
         if pooled is not None:
             extra["pooled_output"] = pooled.cpu()
         return [[cond, extra]]
+
+
+def _applied(
+    adapters: Adapters | None, loras: Sequence[LoraUse], component: str
+) -> AbstractContextManager[None]:
+    """This call's LoRAs on the shared model, for this call only."""
+    return adapters.applied(loras, component) if adapters is not None else nullcontext()
 
 
 def _final_norm(encoder: Any) -> Any:

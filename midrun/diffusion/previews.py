@@ -194,7 +194,7 @@ class PreviewHook(Hook):
         ready = None
         if latent.is_cuda:  # the worker decodes on a side stream once this step's work is done
             ready = torch.cuda.Event()
-            ready.record()
+            ready.record(torch.cuda.current_stream(latent.device))  # its device, not cuda:0
         request = (
             point.run_id, point.node_id, point.step, point.total_steps, latent, fam, vae, ready
         )  # fmt: skip

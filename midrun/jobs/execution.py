@@ -23,6 +23,7 @@ from midrun.jobs.states import JobConflict, JobState
 from midrun.store.schema import job_edits, jobs
 
 if TYPE_CHECKING:
+    from midrun.jobs.backends import Backend
     from midrun.jobs.service import Jobs
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,15 @@ class RunEnd:
 
 
 class Execution:
-    def __init__(self, service: Jobs, job: Job, worker_id: str) -> None:
+    def __init__(self, service: Jobs, job: Job, worker_id: str, backend: Backend) -> None:
         self.service = service
         self.job = job
         self.worker_id = worker_id
+        self.backend = backend  # the worker's: its registry and device runtime run the job
         self.hook = JobHook(service, job.id)
-        self.previews = (PreviewRecorder(service, job.id, preview_every(job.extra_data))
-                         if service.runtime is not None else None)  # fmt: skip
+        self.previews = (PreviewRecorder(service, job.id, preview_every(job.extra_data),
+                                         self.backend.runtime)
+                         if self.backend.generates else None)  # fmt: skip
 
     async def run(self) -> Job | None:
         """Run the job until it completes, fails, pauses or aborts; returns its row."""
@@ -155,10 +158,10 @@ class Execution:
                 return await self._drive_graph(state, hooks)
             executor = Executor(hooks=hooks)
             if state is not None:
-                result = await executor.resume(state, self.service.registry,
+                result = await executor.resume(state, self.backend.registry,
                                                context=self._context())  # fmt: skip
             else:
-                result = await executor.run(Workflow.from_api(prompt), self.service.registry,
+                result = await executor.run(Workflow.from_api(prompt), self.backend.registry,
                                             context=self._context(), run_id=job.id)  # fmt: skip
         except MidrunError as exc:
             return RunEnd(RunStatus.FAILED, error=exc)
@@ -253,7 +256,7 @@ class Execution:
     def _decode_partial(self, end: RunEnd) -> None:
         """On abort (``JobSettings.decode_on_abort``), the sampler's current estimate
         decoded to ``jobs/{id}/partial_{node}.png``, kept with the partial results."""
-        if not (self.service.settings.decode_on_abort and self.service.runtime and end.live):
+        if not (self.service.settings.decode_on_abort and self.backend.generates and end.live):
             return
         if end.status == RunStatus.SUSPENDED and self.service.get(self.job.id).request != "abort":
             return
@@ -272,14 +275,9 @@ class Execution:
 
     def _release(self, end: RunEnd) -> int:
         """Give the job's device memory back (its step tensors; models stay cached)."""
-        if self.service.runtime is None:
-            return 0
-        from midrun.diffusion.memory import release, tensor_bytes
-
-        device = self.service.runtime.placement.device
-        held = tensor_bytes(end.live, getattr(device, "type", None)) if end.live else 0
+        held = self.backend.held_bytes(end.live)
         end.live = None
-        release(device)
+        self.backend.release()
         return held
 
 

@@ -42,9 +42,11 @@ def preview_every(extra_data: Mapping[str, Any] | None) -> int | None:
 
 class PreviewRecorder:
     """Plugs the diffusion layer's PreviewHook into a job: each preview is written as
-    ``jobs/{id}/previews/{node}_{step}.{ext}`` and appended to the job's index."""
+    ``jobs/{id}/previews/{node}_{step}.{ext}`` and appended to the job's index. ``runtime``
+    is the one the job runs on (its worker's): TAESD decoders load onto its device."""
 
-    def __init__(self, service: Jobs, job_id: str, every_steps: int | None = None) -> None:
+    def __init__(self, service: Jobs, job_id: str, every_steps: int | None = None,
+                 runtime: Any = None) -> None:  # fmt: skip
         from midrun.diffusion.previews import PreviewHook
 
         self.service = service
@@ -53,7 +55,7 @@ class PreviewRecorder:
         settings = service.preview_settings
         if every_steps is not None:
             settings = replace(settings, every_steps=every_steps)
-        self.hook = PreviewHook(self._record, settings, service.runtime)
+        self.hook = PreviewHook(self._record, settings, runtime)
 
     def _record(self, preview: Any) -> None:
         ext = _EXT.get(preview.mime, "bin")

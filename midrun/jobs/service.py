@@ -26,6 +26,8 @@ from midrun.engine.executor import WorkflowInvalidError
 from midrun.graph.registry import NodeRegistry
 from midrun.graph.validation import validate
 from midrun.graph.workflow import Workflow, as_link
+from midrun.jobs.backends import BackendFactory
+from midrun.jobs.backends import shared as shared_backend
 from midrun.jobs.previews import preview_every
 from midrun.jobs.records import Job, JobStore
 from midrun.jobs.settings import JobSettings
@@ -53,6 +55,7 @@ class Jobs:
         graphs: Mapping[str, Any] | None = None,
         runtime: Any = None,
         preview_settings: Any = None,
+        backends: BackendFactory | None = None,
     ) -> None:
         self.db = db
         self.store = JobStore(db)
@@ -62,7 +65,9 @@ class Jobs:
         self.output_dir = Path(output_dir) if output_dir else self.data_dir / "output"
         self.settings = settings or JobSettings()
         self.graphs = dict(graphs or {})
-        self.runtime = runtime  # the diffusion runtime, when generation jobs run here
+        self.runtime = runtime  # with no `backends`, the one diffusion runtime of every worker
+        # Where each worker runs its jobs: device label -> a new Backend, one per worker.
+        self.backends: BackendFactory = backends or shared_backend(registry, runtime)
         self.preview_settings = preview_settings
         self.signals = Signals()
         self.bus = EventBus()

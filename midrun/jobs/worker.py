@@ -30,11 +30,12 @@ HOST = socket.gethostname()
 
 
 class Worker:
-    """Claims and runs jobs one at a time on one device."""
+    """Claims and runs jobs one at a time on one device, on its own backend."""
 
     def __init__(self, service: Jobs, device: str = "cpu", worker_id: str | None = None) -> None:
         self.service = service
         self.device = device
+        self.backend = service.backends(device)  # its own runtime and registry: jobs run there
         self.id = worker_id or f"{HOST}-{os.getpid()}-{device}-{new_id()[:8]}"
         self.current: str | None = None
         self.held = False  # the pipeline was paused at the last claim attempt
@@ -87,7 +88,7 @@ class Worker:
         self.current = job.id
         self.service.bus.emit("running", job_id=job.id, worker_id=self.id)
         try:
-            await Execution(self.service, job, self.id).run()
+            await Execution(self.service, job, self.id, self.backend).run()
         finally:
             self.current = None
             with self.service.db.begin() as conn:

@@ -65,9 +65,15 @@ def _write_images(
     counter = _next_counter(folder, stem)
     results = []
     for image in images:
-        name = f"{stem}_{counter:05}_.png"
         data = img.png_bytes(image, prompt, extra_pnginfo, compress_level)
-        (folder / name).write_bytes(data)
+        while True:  # jobs on other workers number into the same folder: never overwrite
+            name = f"{stem}_{counter:05}_.png"
+            try:
+                with open(folder / name, "xb") as file:
+                    file.write(data)
+                break
+            except FileExistsError:
+                counter += 1
         results.append({"filename": name, "subfolder": subfolder, "type": kind})
         counter += 1
     return NodeResult(outputs=(images,), ui={"images": results})

@@ -175,8 +175,9 @@ def test_lora_adapters_do_not_touch_base_weights(runtime) -> None:
     h = torch.randn(2, 32, generator=torch.Generator().manual_seed(2))
     outputs = {}
     for strength in (0.0, 0.5, 1.0):
-        adapters.activate([(lora, strength)], "unet")
-        outputs[strength] = layer(h)
+        with adapters.applied([(lora, strength)], "unet"):
+            outputs[strength] = layer(h)
+    assert torch.equal(layer(h), outputs[0.0])  # outside the block: the plain layer
     assert torch.allclose(outputs[0.5], (outputs[0.0] + outputs[1.0]) / 2, atol=1e-6)
 
 
