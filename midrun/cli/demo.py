@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from importlib import resources
 from pathlib import Path
 
 from midrun.cli.progress import ProgressPrinter
@@ -27,6 +28,11 @@ from midrun.nodes import builtin_registry
 
 PAUSE_NODE, PAUSE_STEP = "2", 25
 IMAGE_PAUSE_STEP = 8
+
+
+def example_path(name: str) -> Path:
+    """A workflow shipped in the package's ``examples/``."""
+    return Path(str(resources.files("midrun") / "examples" / name))
 
 
 def run_demo(data_dir: Path) -> int:
@@ -52,7 +58,6 @@ def run_image_demo(data_dir: Path, *, device: str = "auto") -> int:
     import torch
     from PIL import Image
 
-    from midrun.cli.main import example_path
     from midrun.demo_model.checker import classify
     from midrun.diffusion.runtime import DiffusionRuntime
     from midrun.engine.edits import edit_suspended
@@ -109,7 +114,6 @@ def run_image_demo(data_dir: Path, *, device: str = "auto") -> int:
 
 
 def run_life_demo(data_dir: Path) -> int:
-    from midrun.cli.main import example_path
 
     registry = builtin_registry()
     document = json.loads(example_path("life.json").read_text(encoding="utf-8"))

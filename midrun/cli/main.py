@@ -22,7 +22,6 @@ import random
 import signal
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -830,10 +829,6 @@ def _breakpoint_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignor
         a.add_argument("bp_id")
         _connection(a)
         a.set_defaults(fn=cmd_breakpoints)
-
-
-def example_path(name: str) -> Path:
-    return Path(str(resources.files("midrun") / "examples" / name))
 
 
 def main(argv: list[str] | None = None) -> int:
