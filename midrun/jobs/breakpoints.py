@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, insert, or_, select, update
 
 from midrun.core.errors import MidrunError
+from midrun.core.events import EventKind
 from midrun.core.ids import new_id
 from midrun.debug.breakpoints import Breakpoint, BreakpointError
 from midrun.debug.stops import StepMode
@@ -203,7 +204,7 @@ def insert_breakpoint(service: Jobs, conn: Connection, bp: Breakpoint, *,
     conn.execute(insert(breakpoints), {
         "id": bp.id, "workflow_id": workflow_id, "job_id": job_id, "spec": bp.to_json(),
         "enabled": bp.enabled, "created_at": now()})  # fmt: skip
-    service.store.event(conn, job_id, "breakpoint_set", actor=actor, node_id=bp.node_id,
+    service.store.record(conn, job_id, EventKind.BREAKPOINT_SET, actor=actor, node_id=bp.node_id,
                         breakpoint_id=bp.id, workflow_id=workflow_id)  # fmt: skip
 
 
@@ -250,8 +251,8 @@ def set_enabled(
         spec = {**row.spec, "enabled": enabled}
         conn.execute(update(breakpoints).where(breakpoints.c.id == bp_id)
                      .values(enabled=enabled, spec=spec))  # fmt: skip
-        service.store.event(conn, row.job_id, "breakpoint_enabled" if enabled
-                            else "breakpoint_disabled", actor=actor, breakpoint_id=bp_id,
+        service.store.record(conn, row.job_id, EventKind.BREAKPOINT_ENABLED if enabled
+                             else EventKind.BREAKPOINT_DISABLED, actor=actor, breakpoint_id=bp_id,
                             node_id=spec.get("node_id"))  # fmt: skip
         row = _row(conn, bp_id)
     _poke(service, row.job_id)
@@ -262,7 +263,7 @@ def remove(service: Jobs, bp_id: str, *, actor: str | None = None) -> dict[str, 
     with service.db.begin() as conn:
         row = _row(conn, bp_id)
         conn.execute(delete(breakpoints).where(breakpoints.c.id == bp_id))
-        service.store.event(conn, row.job_id, "breakpoint_removed", actor=actor,
+        service.store.record(conn, row.job_id, EventKind.BREAKPOINT_REMOVED, actor=actor,
                             breakpoint_id=bp_id, node_id=row.spec.get("node_id"))  # fmt: skip
     _poke(service, row.job_id)
     return public(row)

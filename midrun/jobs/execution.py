@@ -7,10 +7,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import update
-
 from midrun.core.errors import MidrunError, RunStateError
-from midrun.engine.edits import edit_suspended
+from midrun.core.events import EventKind
+from midrun.engine.edits import apply_edits, edit_suspended
 from midrun.engine.executor import Executor, RunStatus
 from midrun.engine.runstate import RunState
 from midrun.engine.workflow_plan import RunContext
@@ -18,15 +17,17 @@ from midrun.graph.workflow import Workflow
 from midrun.jobs.hook import EDIT, JobHook
 from midrun.jobs.previews import PreviewRecorder, preview_every
 from midrun.jobs.records import Job
-from midrun.jobs.service import apply_edits
-from midrun.jobs.states import JobConflict, JobState
-from midrun.store.schema import job_edits, jobs
+from midrun.jobs.states import JobConflict, JobState, ended_as
 
 if TYPE_CHECKING:
     from midrun.jobs.backends import Backend
     from midrun.jobs.service import Jobs
 
 log = logging.getLogger(__name__)
+SETTLE_ATTEMPTS = 20  # edits or undos racing the pickup of edits: take them again
+# What each way a run ends leaves its job in (a suspend is a pause: edits are taken in place).
+OUTCOME = {RunStatus.COMPLETED: JobState.COMPLETED, RunStatus.FAILED: JobState.FAILED,
+           RunStatus.ABORTED: JobState.ABORTED, RunStatus.SUSPENDED: JobState.PAUSED}
 
 
 @dataclass(slots=True)
@@ -54,7 +55,8 @@ class Execution:
                          if self.backend.generates else None)  # fmt: skip
 
     async def run(self) -> Job | None:
-        """Run the job until it completes, fails, pauses or aborts; returns its row."""
+        """Run the job until it completes, fails, pauses or aborts; returns its row. The
+        hook's directive decides how each drive ends; this reads only the run's result."""
         try:
             state, prompt = self._prepare()
         except MidrunError as exc:
@@ -62,14 +64,12 @@ class Execution:
         try:
             while True:
                 end = await self._drive(state, prompt)
-                if end.status != RunStatus.SUSPENDED or end.state is None:
+                if not (end.status == RunStatus.SUSPENDED and end.reason == EDIT
+                        and end.state is not None):  # fmt: skip
                     break
-                row = self.service.get(self.job.id)
-                if row.state != JobState.RUNNING or row.request == "abort":
-                    break
-                # Suspended to take edits made while running: apply them and go on.
+                # Suspended to take edits made while running: apply them and go on here.
                 state = self._take_edits(end.state, end.step, clear_request=True)
-                self.hook.signal.changed.set()
+                self.hook.signal.changed.set()  # its first point reads the row again
         finally:
             if self.previews is not None:
                 self.previews.close()
@@ -81,64 +81,72 @@ class Execution:
         job = self.job
         state = self.service.artifacts.load_run_state(job.id)
         if state is not None:
+            self.hook.continues(state)
             return self._take_edits(state, job.checkpoint_step), {}
-        with self.service.db.begin() as conn:
-            taken = self._claim_edits(conn, None)
-            prompt = apply_edits(job.workflow, taken) if job.kind == "workflow" else job.workflow
-            if taken:
-                conn.execute(update(jobs).where(jobs.c.id == job.id).values(workflow=prompt))
-                self.service.write_modified(conn, job.id)
+        if job.kind != "workflow":
+            return None, job.workflow
+        prompt = self._settle_edits(None, lambda taken: (apply_edits(job.workflow, taken), []))
         return None, prompt
-
-    def _claim_edits(self, conn: Any, step: int | None) -> list[Any]:
-        pending = self.service.store_edits(conn, self.job.id, "pending")
-        if pending:
-            conn.execute(
-                update(job_edits)
-                .where(job_edits.c.id.in_([r.id for r in pending]))
-                .values(status="applied", applied_step=step)
-            )
-        return pending
 
     def _take_edits(self, state: RunState, step: int | None, *, clear_request: bool = False
                     ) -> RunState:  # fmt: skip
         """Apply the pending edits to a suspended run (each was checked when made; one
         that no longer applies is marked refused and the run goes on without it)."""
-        service = self.service
-        with service.db.begin() as conn:
-            if clear_request:
-                job = service.store.lock(conn, self.job.id)
-                if job.request == EDIT:  # never clear an abort that arrived meanwhile
-                    service.store.transition(conn, job, None, request=None)
-            taken = self._claim_edits(conn, step)
-            refused: list[tuple[Any, str]] = []
+        registry = self.backend.registry
+
+        def replay(taken: list[dict[str, Any]]) -> tuple[RunState, list[tuple[Any, str]]]:
+            edited, refused = state, []
             for r in taken:
                 try:
-                    state = edit_suspended(state, r.node_id, r.input_name, r.new,
-                                           service.registry)  # fmt: skip
+                    edited = edit_suspended(edited, r["node_id"], r["input_name"], r["new"],
+                                            registry)  # fmt: skip
                 except MidrunError as exc:
                     refused.append((r, str(exc)))
-            for r, why in refused:
-                conn.execute(update(job_edits).where(job_edits.c.id == r.id)
-                             .values(status="refused", reason=why))  # fmt: skip
-                service.store.event(conn, self.job.id, "edit_refused", node_id=r.node_id,
-                                    edit_id=r.id, reason=why)  # fmt: skip
-            for r in taken:
-                if all(r is not x for x, _ in refused):
-                    service.store.event(conn, self.job.id, "edit_applied", step=step,
-                                        node_id=r.node_id, edit_id=r.id)  # fmt: skip
-            if taken:
-                if state.kind == "workflow":
-                    prompt = state.workflow_checkpoint().workflow
-                    conn.execute(update(jobs).where(jobs.c.id == self.job.id)
-                                 .values(workflow=prompt))  # fmt: skip
-                service.write_modified(conn, self.job.id)
-        for r, why in refused:
-            service.bus.emit("edit_refused", job_id=self.job.id, edit_id=r.id, reason=why)
-        for r in taken:
-            if all(r is not x for x, _ in refused):
-                service.bus.emit("edit_applied", job_id=self.job.id, edit_id=r.id, step=step)
-        return state
+            return edited, refused
+
+        return self._settle_edits(step, replay, clear_request=clear_request)
+
+    def _settle_edits(self, step: int | None, apply: Any, *, clear_request: bool = False
+                      ) -> Any:  # fmt: skip
+        """Take the job's pending edits: ``apply(edits) -> (result, refused)`` runs outside
+        any write transaction (a checkpoint's edits are replayed on it); a short one then
+        marks them applied or refused, provided they are still the pending ones (an edit
+        or undo in between: take them again)."""
+        service, store, job_id = self.service, self.service.store, self.job.id
+        for _ in range(SETTLE_ATTEMPTS):
+            pending = store.edits(job_id, status="pending")
+            if not pending and not clear_request:
+                result, _refused = apply([])
+                return result
+            result, refused = apply(pending)
+            with service.db.begin() as conn:
+                job = store.lock(conn, job_id)  # the row first, as edit and undo lock it
+                now = store.edits(job_id, status="pending", connection=conn)
+                if [e["id"] for e in now] != [e["id"] for e in pending]:
+                    continue  # changed while they were applied: take them again
+                if clear_request and job.request == EDIT:  # never clear an abort
+                    store.transition(conn, job, None, request=None)
+                refused_ids = {r["id"] for r, _ in refused}
+                for r, why in refused:
+                    store.settle_edits(conn, [r["id"]], "refused", reason=why)
+                    store.record(conn, job_id, EventKind.EDIT_REFUSED, node_id=r["node_id"],
+                                 edit_id=r["id"], reason=why)  # fmt: skip
+                applied = [r for r in pending if r["id"] not in refused_ids]
+                store.settle_edits(conn, [r["id"] for r in applied], "applied", step=step)
+                for r in applied:
+                    store.record(conn, job_id, EventKind.EDIT_APPLIED, step=step,
+                                 node_id=r["node_id"], edit_id=r["id"])  # fmt: skip
+                if pending:
+                    workflow = (result.workflow_checkpoint().workflow
+                                if isinstance(result, RunState) else result)  # fmt: skip
+                    if isinstance(result, RunState) and result.kind != "workflow":
+                        workflow = None
+                    if workflow is not None:
+                        store.set_workflow(conn, job_id, workflow)
+                    store.write_modified(conn, job_id)
+            return result
+        raise JobConflict(job_id, "take its edits", self.job.state,
+                          "its edits kept changing while they were applied")  # fmt: skip
 
     def _context(self) -> RunContext:
         extra = self.job.extra_data or {}
@@ -192,7 +200,7 @@ class Execution:
 
     def _finish(self, end: RunEnd) -> Job | None:
         service, job_id = self.service, self.job.id
-        if end.status in (RunStatus.ABORTED, RunStatus.SUSPENDED):
+        if end.status == RunStatus.ABORTED:
             self._decode_partial(end)
         released = self._release(end)
         if end.state is not None and end.status in (RunStatus.SUSPENDED, RunStatus.ABORTED):
@@ -215,38 +223,36 @@ class Execution:
             return None
         finally:
             service.signals.close(job_id)
-        service.bus.emit(job.state.value, job_id=job_id, step=end.step,
-                         reason=end.reason if job.state == JobState.ABORTED else None,
-                         error=job.error)  # fmt: skip
         if job.state == JobState.COMPLETED:
             service.artifacts.delete(f"jobs/{job_id}/checkpoint")
         return job
 
     def _record(self, conn: Any, job: Job, end: RunEnd, released: int) -> Job:
-        _service, store = self.service, self.service.store
+        store = self.service.store
         outputs = _jsonable(end.outputs)
-        if end.status == RunStatus.COMPLETED:
+        target = ended_as(OUTCOME[end.status], job.request)
+        if target == JobState.COMPLETED:
             job = store.transition(conn, job, JobState.COMPLETED, outputs=outputs,
                                    worker_id=None, progress={})  # fmt: skip
-            store.event(conn, job.id, "completed")
-        elif end.status == RunStatus.FAILED:
+            store.record(conn, job.id, EventKind.COMPLETED)
+        elif target == JobState.FAILED:
             error = end.error.to_dict() if end.error else {"message": end.reason}
             job = store.transition(conn, job, JobState.FAILED, error=error, outputs=outputs,
                                    worker_id=None)  # fmt: skip
-            store.event(conn, job.id, "failed", step=end.step, error=error)
-        elif job.request == "abort" or end.status == RunStatus.ABORTED:
+            store.record(conn, job.id, EventKind.FAILED, step=end.step, error=error)
+        elif target == JobState.ABORTED:
             reason = job.request_reason or end.reason or "aborted"
             job = store.transition(conn, job, JobState.ABORTED, outputs=outputs, worker_id=None,
                                    checkpoint_step=end.step)  # fmt: skip
             store.update_debug(conn, job.id, abort_reason=reason, paused_at_step=end.step)
-            store.event(conn, job.id, "aborted", step=end.step, reason=reason,
-                        partial=end.state is not None)  # fmt: skip
+            store.record(conn, job.id, EventKind.ABORTED, step=end.step, reason=reason,
+                         partial=end.state is not None)  # fmt: skip
         else:  # suspended for a pause
             job = store.transition(conn, job, JobState.PAUSED, outputs=outputs, worker_id=None,
                                    checkpoint_step=end.step, request=None)  # fmt: skip
             store.update_debug(conn, job.id, paused_at_step=end.step)
-            store.event(conn, job.id, "paused", step=end.step, by=job.paused_by,
-                        released_bytes=released)  # fmt: skip
+            store.record(conn, job.id, EventKind.PAUSED, step=end.step, by=job.paused_by,
+                         released_bytes=released)  # fmt: skip
         if job.state.terminal and job.batch_id is not None:
             from midrun.jobs.batches import count_ended
 
@@ -257,8 +263,6 @@ class Execution:
         """On abort (``JobSettings.decode_on_abort``), the sampler's current estimate
         decoded to ``jobs/{id}/partial_{node}.png``, kept with the partial results."""
         if not (self.service.settings.decode_on_abort and self.backend.generates and end.live):
-            return
-        if end.status == RunStatus.SUSPENDED and self.service.get(self.job.id).request != "abort":
             return
         from midrun.diffusion.previews import decode_current
 

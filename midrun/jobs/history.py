@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from midrun.jobs.records import Job
 from midrun.jobs.states import JobState
-from midrun.store.schema import jobs, now
+from midrun.store.schema import now
 
 if TYPE_CHECKING:
     from midrun.jobs.service import Jobs
@@ -26,11 +26,5 @@ def ended_jobs(service: Jobs) -> list[Job]:
 def hide(service: Jobs, ids: list[str] | None, owner: str | None) -> None:
     """Take ended jobs out of the history: those of ``ids`` (all with None), only
     ``owner``'s unless it is None."""
-    query = jobs.update().where(jobs.c.state.in_([s.value for s in ENDED]),
-                                jobs.c.hidden_at.is_(None))  # fmt: skip
-    if ids is not None:
-        query = query.where(jobs.c.id.in_(ids))
-    if owner is not None:
-        query = query.where(jobs.c.owner == owner)
     with service.db.begin() as conn:
-        conn.execute(query.values(hidden_at=now()))
+        service.store.hide(conn, [s.value for s in ENDED], ids, owner)

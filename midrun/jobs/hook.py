@@ -14,17 +14,16 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from midrun.core.errors import MidrunError
+from midrun.core.events import EventKind
 from midrun.debug import stops
 from midrun.debug.breakpoints import BreakpointSet
 from midrun.debug.stops import Stepping
 from midrun.engine.control import ControlPoint, Directive, Hook, Position, RunEvent
+from midrun.engine.runstate import RunState
 from midrun.jobs import breakpoints
 from midrun.jobs.breakpoints import step_mode_of
 from midrun.jobs.states import JobState
-from midrun.store.schema import jobs
 
 if TYPE_CHECKING:
     from midrun.jobs.service import Jobs
@@ -48,7 +47,6 @@ class JobHook(Hook):
         self._last_progress = 0.0
         self._last_checkpoint = time.monotonic()
         self._steps_since_checkpoint = 0
-        self.checkpoints = 0
         self.breakpoints = BreakpointSet()
         self.stepping: Stepping | None = None
         self.workflow_id: str | None = None
@@ -62,6 +60,12 @@ class JobHook(Hook):
         self._replayed: frozenset[str] = frozenset()
         self._done: set[str] = set()  # nodes finished in this execution
         self._kind = "workflow"
+
+    def continues(self, saved: RunState) -> None:
+        """The run continues from ``saved`` (a checkpoint): the nodes that had finished
+        are replays when it recomputes them."""
+        if saved.kind == "workflow":
+            self._replayed = frozenset(saved.workflow_checkpoint().finished)
 
     async def on_point(self, point: ControlPoint) -> Directive | None:
         if not self._begun:
@@ -79,10 +83,10 @@ class JobHook(Hook):
         clock = time.monotonic()
         if point.position == Position.STEP:
             self._steps_since_checkpoint += 1
-            self.service.bus.emit("progress", job_id=self.job_id, node_id=point.node_id,
+            self.service.bus.emit(EventKind.PROGRESS, job_id=self.job_id, node_id=point.node_id,
                                   step=point.step, total_steps=point.total_steps)  # fmt: skip
         elif point.position == Position.BEFORE:
-            self.service.bus.emit("node_started", job_id=self.job_id, node_id=point.node_id,
+            self.service.bus.emit(EventKind.NODE_STARTED, job_id=self.job_id, node_id=point.node_id,
                                   class_type=point.class_type)  # fmt: skip
         if clock - self._last_progress >= self.settings.progress_interval:
             self._last_progress = clock
@@ -104,12 +108,11 @@ class JobHook(Hook):
             if self._begun and self._kind == "workflow":
                 # Resumed in place (after taking edits): what finished before is replayed.
                 self._replayed = self._replayed | self._done
-            self.service.bus.emit("started", job_id=self.job_id)
         elif event.kind == "cached":
-            self.service.bus.emit("cached", job_id=self.job_id, nodes=event.data["nodes"])
+            self.service.bus.emit(EventKind.CACHED, job_id=self.job_id, nodes=event.data["nodes"])
         elif event.kind == "executed":
             self._done.add(event.data["node_id"])
-            self.service.bus.emit("node_executed", job_id=self.job_id, **event.data)
+            self.service.bus.emit(EventKind.NODE_EXECUTED, job_id=self.job_id, **event.data)
 
     def _poll(self, clock: float) -> Directive | None:
         """Read the row's requests (and, when poked or due, the job's breakpoints)."""
@@ -123,11 +126,7 @@ class JobHook(Hook):
 
     def _read_requests(self, reload_breakpoints: bool = False) -> Directive | None:
         with self.service.db.read() as conn:
-            row = conn.execute(
-                select(jobs.c.state, jobs.c.request, jobs.c.request_reason).where(
-                    jobs.c.id == self.job_id
-                )
-            ).first()
+            row = self.service.store.requests(conn, self.job_id)
             if row is not None and reload_breakpoints:
                 self.breakpoints.replace(breakpoints.active(conn, self.job_id,
                                                             self.workflow_id))  # fmt: skip
@@ -146,9 +145,6 @@ class JobHook(Hook):
         self.workflow_id, self._kind = job.workflow_id, job.kind
         progress = job.progress or {}
         held = progress.get("held")
-        saved = service.artifacts.load_run_state(self.job_id)
-        if saved is not None and saved.kind == "workflow":
-            self._replayed = frozenset(saved.workflow_checkpoint().finished)
         if held and progress.get("position") == Position.BEFORE.value:
             self._refire = (str(progress.get("node")), held in (BREAKPOINT, STEP))
         mode = step_mode_of(job.request)
@@ -173,7 +169,7 @@ class JobHook(Hook):
         if len(self.breakpoints) and not (refire is not None and refire[1]):
             match = stops.match(self.breakpoints, point, workflow_id=self.workflow_id)
         for bp, message in match.logs:
-            self.service.bus.emit("logpoint", job_id=self.job_id, node_id=point.node_id,
+            self.service.bus.emit(EventKind.LOGPOINT, job_id=self.job_id, node_id=point.node_id,
                                   step=point.step, breakpoint_id=bp.id,
                                   message=message)  # fmt: skip
         if match.hits:
@@ -194,21 +190,16 @@ class JobHook(Hook):
                 return _directive(job.state.value, job.request, job.request_reason)
             service.store.transition(conn, job, JobState.PAUSING, paused_by=by)
             for bp_id in hits:
-                service.store.event(conn, job_id, "breakpoint_hit", step=point.step,
-                                    node_id=point.node_id, breakpoint_id=bp_id,
-                                    position=position)  # fmt: skip
+                service.store.record(conn, job_id, EventKind.BREAKPOINT_HIT, step=point.step,
+                                     node_id=point.node_id, breakpoint_id=bp_id,
+                                     position=position)  # fmt: skip
             if not hits:
-                service.store.event(conn, job_id, "step_reached", step=point.step,
-                                    node_id=point.node_id, mode=mode,
-                                    position=position)  # fmt: skip
+                service.store.record(conn, job_id, EventKind.STEP_REACHED, step=point.step,
+                                     node_id=point.node_id, mode=mode,
+                                     position=position)  # fmt: skip
+            service.store.record(conn, job_id, EventKind.PAUSING, by=by, step=point.step,
+                                 node_id=point.node_id)  # fmt: skip
         self._write_progress(point, held=by)
-        for bp_id in hits:
-            service.bus.emit("breakpoint_hit", job_id=job_id, node_id=point.node_id,
-                             step=point.step, breakpoint_id=bp_id)  # fmt: skip
-        if not hits:
-            service.bus.emit("step_reached", job_id=job_id, node_id=point.node_id,
-                             step=point.step, mode=mode)  # fmt: skip
-        service.bus.emit("pausing", job_id=job_id, by=by)
         return Directive.suspend(by)
 
     def _checkpoint_due(self, point: ControlPoint, clock: float) -> bool:
@@ -227,13 +218,10 @@ class JobHook(Hook):
             return  # not encodable right now: the next point tries again
         self.service.artifacts.save_run_state(self.job_id, state)
         step = point.step if point.position == Position.STEP else 0
-        with self.service.db.begin() as conn:  # not a state change: the version stays
-            conn.execute(
-                jobs.update().where(jobs.c.id == self.job_id).values(checkpoint_step=step)
-            )
+        with self.service.db.begin() as conn:
+            self.service.store.set_checkpoint_step(conn, self.job_id, step)
         self._last_checkpoint = time.monotonic()
         self._steps_since_checkpoint = 0
-        self.checkpoints += 1
 
     def _write_progress(self, point: ControlPoint, held: str | None = None) -> None:
         progress: dict[str, Any] = {"node": point.node_id, "class_type": point.class_type,
@@ -243,7 +231,7 @@ class JobHook(Hook):
         if held is not None:
             progress["held"] = held  # where and why it stops (see the module's docstring)
         with self.service.db.begin() as conn:
-            conn.execute(jobs.update().where(jobs.c.id == self.job_id).values(progress=progress))
+            self.service.store.set_progress(conn, self.job_id, progress)
 
 
 def _directive(state: str, request: str | None, reason: str | None) -> Directive | None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from midrun.core.errors import MidrunError
+from midrun.core.events import EventKind
 from midrun.jobs.states import JobState
 from midrun.store.schema import jobs, now, pipeline, workers
 
@@ -70,29 +71,33 @@ def pause_pipeline(
             if job.request == "abort":
                 continue  # it is ending anyway
             service.store.transition(conn, job, JobState.PAUSING, paused_by="pipeline")
-            service.store.event(conn, job.id, "pause_requested", actor=actor, by="pipeline")
+            service.store.record(conn, job.id, EventKind.PAUSING, actor=actor, by="pipeline")
         paused_ids = [j.id for j in running if j.request != "abort"]
         snapshot = {"jobs": paused_ids, "workers": {j.worker_id: j.id for j in running}}
         conn.execute(update(pipeline).where(pipeline.c.id == 1).values(
             state="paused", version=row.version + 1, actor=actor, paused_at=now(),
             snapshot=snapshot))  # fmt: skip
-        service.store.event(conn, None, "pipeline_paused", actor=actor, **snapshot)
     service.signals.poke_all()
     deadline = time.monotonic() + timeout
-    while True:
-        states = _states(service, paused_ids)
-        if all(s != JobState.PAUSING.value for s in states.values()):
-            break
-        if time.monotonic() > deadline:
-            stuck = sorted(j for j, s in states.items() if s == JobState.PAUSING.value)
-            _roll_back(service, actor, stuck)
-            raise PipelinePauseFailed(
-                f"Job(s) {', '.join(stuck)} did not reach a control point within {timeout} s "
-                "(a long node without steps); the pipeline was not paused",
-                jobs=stuck,
-            )
-        time.sleep(0.002)
-    service.bus.emit("pipeline_paused", jobs=paused_ids)
+    with service.bus.awaiting(paused_ids) as woken:
+        while True:
+            woken.clear()
+            states = _states(service, paused_ids)
+            if all(s != JobState.PAUSING.value for s in states.values()):
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                stuck = sorted(j for j, s in states.items() if s == JobState.PAUSING.value)
+                _roll_back(service, actor, stuck)
+                raise PipelinePauseFailed(
+                    f"Job(s) {', '.join(stuck)} did not reach a control point within "
+                    f"{timeout} s (a long node without steps); the pipeline was not paused",
+                    jobs=stuck,
+                )
+            # Woken by this process's workers; those elsewhere are seen at the poll.
+            woken.wait(min(left, service.settings.poll_interval))
+    with service.db.begin() as conn:  # said once every job it stopped is paused
+        service.store.record(conn, None, EventKind.PIPELINE_PAUSED, actor=actor, **snapshot)
     return status(service)
 
 
@@ -111,15 +116,13 @@ def _roll_back(service: Jobs, actor: str | None, stuck: list[str]) -> None:
         for job_id in stuck:
             job = service.store.lock(conn, job_id)
             if job.state == JobState.PAUSING:
-                # pausing -> running is no user transition; this is the rollback's own.
-                conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.version == job.version)
-                             .values(state=JobState.RUNNING.value, paused_by=None,
-                                     version=job.version + 1))  # fmt: skip
-                service.store.event(conn, job_id, "pause_cancelled", actor=actor,
-                                    by="pipeline")  # fmt: skip
+                service.store.transition(conn, job, JobState.RUNNING, paused_by=None)
+                service.store.record(conn, job_id, EventKind.PAUSE_CANCELLED, actor=actor,
+                                     by="pipeline")  # fmt: skip
         conn.execute(update(pipeline).where(pipeline.c.id == 1)
                      .values(state="running", snapshot={}, paused_at=None))  # fmt: skip
-        service.store.event(conn, None, "pipeline_pause_rolled_back", actor=actor, stuck=stuck)
+        service.store.record(conn, None, EventKind.PIPELINE_PAUSE_ROLLED_BACK, actor=actor,
+                             stuck=stuck)  # fmt: skip
     service.signals.poke_all()
     _resume_paused_by_pipeline(service, actor)
     service.signals.pipeline_resumed()
@@ -134,9 +137,9 @@ def resume_pipeline(service: Jobs, *, actor: str | None = None) -> dict[str, Any
         conn.execute(update(pipeline).where(pipeline.c.id == 1).values(
             state="running", version=row.version + 1, actor=actor, paused_at=None,
             snapshot={}))  # fmt: skip
-        service.store.event(conn, None, "pipeline_resumed", actor=actor)
     resumed = _resume_paused_by_pipeline(service, actor)
-    service.bus.emit("pipeline_resumed", jobs=resumed)
+    with service.db.begin() as conn:  # said once the jobs it stopped are queued again
+        service.store.record(conn, None, EventKind.PIPELINE_RESUMED, actor=actor, jobs=resumed)
     service.signals.pipeline_resumed()
     return status(service)
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from midrun.core.errors import MidrunError
+from midrun.core.events import EventKind
 
 if TYPE_CHECKING:
     from midrun.jobs.service import Jobs
@@ -77,7 +78,7 @@ class PreviewRecorder:
             index = [e for e in debug["intermediate_previews_json"] if e["file"] != key]
             self.service.store.update_debug(conn, self.job_id,
                                             intermediate_previews_json=[*index, entry])  # fmt: skip
-        self.service.bus.emit("preview_saved", job_id=self.job_id, **entry)
+        self.service.bus.emit(EventKind.PREVIEW_SAVED, job_id=self.job_id, **entry)
 
     def close(self) -> None:
         self.hook.close()

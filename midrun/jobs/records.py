@@ -13,8 +13,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
+from midrun.core.events import EventKind
+from midrun.jobs.signals import EventBus
 from midrun.jobs.states import JobConflict, JobNotFound, JobState, check_transition
-from midrun.store.database import Database
+from midrun.store.database import Database, after_commit
 from midrun.store.schema import job_debug_state, job_edits, job_events, jobs, now
 
 #: Written into every audit event's data, so a process tailing the log (the server's event
@@ -91,8 +93,9 @@ class Job:
 class JobStore:
     """SQL access for jobs, their debug state, edits and audit events."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, bus: EventBus | None = None) -> None:
         self.db = db
+        self.bus = bus if bus is not None else EventBus()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -164,6 +167,13 @@ class JobStore:
     def last_event_id(self) -> int:
         with self.db.read() as conn:
             return int(conn.execute(select(func.max(job_events.c.id))).scalar() or 0)
+
+    def requests(self, connection: Connection, job_id: str) -> Any:
+        """What a job's row asks of its run: ``state``, ``request``, ``request_reason``
+        (None if the row is gone)."""
+        return connection.execute(
+            select(jobs.c.state, jobs.c.request, jobs.c.request_reason).where(jobs.c.id == job_id)
+        ).first()
 
     def debug_state(self, job_id: str) -> dict[str, Any]:
         with self.db.read() as conn:
@@ -263,6 +273,63 @@ class JobStore:
         merged["state"] = JobState(merged["state"])
         return Job(**merged)
 
+    def hide(self, connection: Connection, states: list[str], ids: list[str] | None,
+             owner: str | None) -> None:  # fmt: skip
+        """Hide jobs in ``states`` from listings: those of ``ids`` (all with None), only
+        ``owner``'s unless it is None (not a state change: the version stays)."""
+        query = update(jobs).where(jobs.c.state.in_(states), jobs.c.hidden_at.is_(None))
+        if ids is not None:
+            query = query.where(jobs.c.id.in_(ids))
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
+        connection.execute(query.values(hidden_at=now()))
+
+    def set_workflow(self, connection: Connection, job_id: str, workflow: Any) -> None:
+        """The job's workflow with its applied edits (not a state change: the version stays)."""
+        connection.execute(update(jobs).where(jobs.c.id == job_id).values(workflow=workflow))
+
+    def set_progress(self, connection: Connection, job_id: str, progress: dict[str, Any]) -> None:
+        """Where the running job stands (not a state change: the version stays)."""
+        connection.execute(update(jobs).where(jobs.c.id == job_id).values(progress=progress))
+
+    def set_checkpoint_step(self, connection: Connection, job_id: str, step: int) -> None:
+        """The step of the job's last checkpoint (not a state change: the version stays)."""
+        connection.execute(update(jobs).where(jobs.c.id == job_id)
+                           .values(checkpoint_step=step))  # fmt: skip
+
+    def add_edit(self, connection: Connection, row: dict[str, Any]) -> int:
+        """A new pending edit; its id."""
+        return int(connection.execute(job_edits.insert().returning(job_edits.c.id),
+                                      {**row, "status": "pending"}).scalar_one())  # fmt: skip
+
+    def settle_edits(self, connection: Connection, ids: list[int], status: str, *,
+                     step: int | None = None, reason: str | None = None) -> int:  # fmt: skip
+        """Move pending edits to ``status`` (``applied``, ``refused`` or ``undone``); edits
+        no longer pending are left alone. Returns how many moved."""
+        if not ids:
+            return 0
+        values: dict[str, Any] = {"status": status}
+        if status == "applied":
+            values["applied_step"] = step
+        if reason is not None:
+            values["reason"] = reason
+        moved = connection.execute(update(job_edits).where(
+            job_edits.c.id.in_(ids), job_edits.c.status == "pending").values(**values))
+        return int(moved.rowcount or 0)
+
+    def write_modified(self, connection: Connection, job_id: str) -> None:
+        """``modified_params_json``: per ``node.input``, the first old value, the latest
+        new one and the edits behind it (pending and applied; undone ones drop out)."""
+        modified: dict[str, Any] = {}
+        for e in self.edits(job_id, connection=connection):
+            if e["status"] not in ("pending", "applied"):
+                continue
+            key = f"{e['node_id']}.{e['input_name']}"
+            entry = modified.setdefault(key, {"old": e["old"], "edits": []})
+            entry.update(new=e["new"], status=e["status"], modified_mid_run=True)
+            entry["edits"].append(e["id"])
+        self.update_debug(connection, job_id, modified_params_json=modified)
+
     def update_debug(self, connection: Connection, job_id: str, **values: Any) -> None:
         connection.execute(
             update(job_debug_state).where(job_debug_state.c.job_id == job_id),
@@ -277,11 +344,11 @@ class JobStore:
             raise JobNotFound(job_id)
         return dict(row._mapping)
 
-    def event(
+    def record(
         self,
         connection: Connection,
         job_id: str | None,
-        kind: str,
+        kind: EventKind,
         *,
         actor: str | None = None,
         step: int | None = None,
@@ -290,12 +357,26 @@ class JobStore:
         new: Any = None,
         **data: Any,
     ) -> None:
-        """Append to the audit log (the table refuses updates and deletes)."""
+        """The one way an event happens: append it to the audit log (the table refuses
+        updates and deletes) in the caller's transaction and announce it on the bus, a
+        request's intent at once, anything else once the transaction has committed."""
+        kind = EventKind(kind)
         connection.execute(
             insert(job_events),
-            {"job_id": job_id, "kind": kind, "actor": actor, "at": now(), "step": step,
+            {"job_id": job_id, "kind": kind.value, "actor": actor, "at": now(), "step": step,
              "node_id": node_id, "old": old, "new": new, "data": {**data, "origin": ORIGIN}},
-        )
+        )  # fmt: skip
+        payload: dict[str, Any] = dict(data)
+        if job_id is not None:
+            payload["job_id"] = job_id
+        for name, value in (("step", step), ("node_id", node_id), ("actor", actor),
+                            ("old", old), ("new", new)):  # fmt: skip
+            if value is not None:
+                payload[name] = value
+        if kind.announced_first:
+            self.bus.emit(kind, **payload)
+        else:
+            after_commit(connection, lambda: self.bus.emit(kind, **payload))
 
     def claim(self, connection: Connection, worker_id: str) -> Job | None:
         """Take the first queued job (priority, then queue number) for ``worker_id``.

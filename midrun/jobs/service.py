@@ -15,17 +15,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from midrun.core.errors import MidrunError
+from midrun.core.events import EventKind
 from midrun.core.ids import new_id
 from midrun.debug.breakpoints import Breakpoint
 from midrun.debug.stops import StepMode
-from midrun.engine.edits import EditError, edit_suspended
+from midrun.engine.edits import (
+    EditError,
+    apply_edits,
+    changed_inputs,
+    check_edit,
+    cold_inputs,
+    edit_suspended,
+)
 from midrun.engine.executor import WorkflowInvalidError
 from midrun.graph.registry import NodeRegistry
 from midrun.graph.validation import validate
-from midrun.graph.workflow import Workflow, as_link
+from midrun.graph.workflow import Workflow
 from midrun.jobs.backends import BackendFactory
 from midrun.jobs.backends import shared as shared_backend
 from midrun.jobs.previews import preview_every
@@ -35,7 +43,7 @@ from midrun.jobs.signals import EventBus, Signals
 from midrun.jobs.states import JobConflict, JobState, check_action
 from midrun.store.artifacts import ArtifactStore, LocalArtifacts, check_key
 from midrun.store.database import Database
-from midrun.store.schema import job_debug_state, job_edits, jobs, now
+from midrun.store.schema import job_debug_state, jobs, now
 
 
 class Jobs:
@@ -58,7 +66,8 @@ class Jobs:
         backends: BackendFactory | None = None,
     ) -> None:
         self.db = db
-        self.store = JobStore(db)
+        self.bus = EventBus()
+        self.store = JobStore(db, self.bus)  # records events and announces them on the bus
         self.registry = registry
         self.data_dir = Path(data_dir)
         self.artifacts = artifacts or LocalArtifacts(self.data_dir / "artifacts")
@@ -70,7 +79,6 @@ class Jobs:
         self.backends: BackendFactory = backends or shared_backend(registry, runtime)
         self.preview_settings = preview_settings
         self.signals = Signals()
-        self.bus = EventBus()
 
     # -- submitting --------------------------------------------------------------------
 
@@ -166,12 +174,11 @@ class Jobs:
                 row["number"] = number - i if front else number + i
             self.store.insert(conn, rows)
             for row in rows:
-                self.store.event(conn, row["id"], "queued", actor=row.get("owner"))
+                self.store.record(conn, row["id"], EventKind.QUEUED, actor=row.get("owner"),
+                                  number=row["number"])  # fmt: skip
                 for bp in (breakpoints or {}).get(row["id"], ()):
                     insert_breakpoint(self, conn, bp, job_id=row["id"], actor=row.get("owner"))
         created = [Job.from_mapping(row) for row in rows]
-        for job in created:
-            self.bus.emit("queued", job_id=job.id, number=job.number)
         self.signals.wake_workers(len(created))
         return created
 
@@ -238,13 +245,17 @@ class Jobs:
         """Block until the job is in one of ``states`` (default: any terminal state)."""
         wanted = {JobState(s) for s in states} if states else None
         deadline = time.monotonic() + timeout
-        while True:
-            job = self.get(job_id)
-            if (job.state in wanted) if wanted else job.state.terminal:
-                return job
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} is {job.state.value} after {timeout} s")
-            time.sleep(0.01)
+        with self.bus.awaiting([job_id]) as woken:
+            while True:
+                woken.clear()
+                job = self.get(job_id)
+                if (job.state in wanted) if wanted else job.state.terminal:
+                    return job
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"job {job_id} is {job.state.value} after {timeout} s")
+                # Woken by this process's events; a worker elsewhere is seen at the poll.
+                woken.wait(min(left, self.settings.poll_interval))
 
     # -- control -----------------------------------------------------------------------
 
@@ -256,15 +267,11 @@ class Jobs:
             check_action(job_id, "pause", job.state, job.request)
             target = JobState.PAUSING if job.state == JobState.RUNNING else JobState.PAUSED
             job = self.store.transition(conn, job, target, paused_by=by)
-            self.store.event(conn, job_id, "pause_requested" if target == JobState.PAUSING
-                             else "paused", actor=actor, by=by)  # fmt: skip
-            if target == JobState.PAUSING:
-                # Said before the commit: once it is committed the worker may pause and
-                # say "paused" first, and a late "pausing" would undo that for listeners.
-                self.bus.emit("pausing", job_id=job_id)
+            # "pausing" is said before the commit: once it is committed the worker may
+            # pause and say "paused" first, and a late "pausing" would undo that.
+            self.store.record(conn, job_id, EventKind.PAUSING if target == JobState.PAUSING
+                              else EventKind.PAUSED, actor=actor, by=by)  # fmt: skip
         self.signals.poke(job_id)
-        if target == JobState.PAUSED:
-            self.bus.emit("paused", job_id=job_id)
         return job
 
     def resume(
@@ -286,12 +293,11 @@ class Jobs:
             if front:
                 values["number"] = self.store.next_number(conn, front=True)
             job = self.store.transition(conn, job, JobState.QUEUED, **values)
-            pending = len(self.store_edits(conn, job_id, "pending"))
+            pending = len(self.store.edits(job_id, status="pending", connection=conn))
             extra = {} if step is None else {"step_mode": step.value}
-            self.store.event(conn, job_id, "resumed", actor=actor, front=bool(front),
-                             pending_edits=pending, **extra)  # fmt: skip
-            # Before the commit, as in pause: a worker may claim the job at once after it.
-            self.bus.emit("resumed", job_id=job_id, **extra)
+            # Said before the commit, as in pause: a worker may claim the job at once.
+            self.store.record(conn, job_id, EventKind.RESUMED, actor=actor, front=bool(front),
+                              pending_edits=pending, **extra)  # fmt: skip
         self.signals.wake_workers()
         return job
 
@@ -305,28 +311,17 @@ class Jobs:
             if job.state in (JobState.QUEUED, JobState.PAUSED):
                 job = self.store.transition(conn, job, JobState.ABORTED, paused_by=None)
                 self.store.update_debug(conn, job_id, abort_reason=reason)
-                self.store.event(conn, job_id, "aborted", actor=actor, reason=reason)
+                self.store.record(conn, job_id, EventKind.ABORTED, actor=actor, reason=reason)
                 self._count_batch(conn, job)
-                ended = True
             else:
                 job = self.store.transition(conn, job, None, request="abort",
                                             request_reason=reason)  # fmt: skip
-                self.store.event(conn, job_id, "abort_requested", actor=actor, reason=reason)
-                ended = False
-                # Before the commit, as in pause: the worker's "aborted" comes after it.
-                self.bus.emit("aborting", job_id=job_id, reason=reason)
+                # Said before the commit, as in pause: the worker's "aborted" comes after.
+                self.store.record(conn, job_id, EventKind.ABORTING, actor=actor, reason=reason)
         self.signals.poke(job_id)
-        if ended:
-            self.bus.emit("aborted", job_id=job_id, reason=reason)
         return job
 
     # -- edits -------------------------------------------------------------------------
-
-    def store_edits(self, conn: Any, job_id: str, status: str | None = None) -> list[Any]:
-        query = select(job_edits).where(job_edits.c.job_id == job_id).order_by(job_edits.c.id)
-        if status is not None:
-            query = query.where(job_edits.c.status == status)
-        return list(conn.execute(query))
 
     def edit(
         self,
@@ -341,39 +336,38 @@ class Jobs:
         pending edit (old -> new, undoable) applied when the job runs again; on a running
         job only what the run can take between steps is accepted (the current sampler's
         hot inputs, what feeds them, nodes not started yet) and it applies at the next
-        control point; anything else is refused with "pause first"."""
-        with self.db.begin() as conn:
-            job = self.store.lock(conn, job_id)
-            check_action(job_id, "edit", job.state, job.request)
-            if job.kind != "workflow":
-                raise EditError(f"Job {job_id} runs a state graph; its inputs are not edited")
-            pending = self.store_edits(conn, job_id, "pending")
-            prompt = apply_edits(job.workflow, pending)
-            if node_id not in prompt:
-                raise EditError(f"Node {node_id!r} is not in job {job_id}'s workflow",
-                                node_id=node_id)  # fmt: skip
-            old = copy.deepcopy(prompt[node_id].get("inputs", {}).get(input_name))
-            step = None
-            if job.state in (JobState.PAUSED, JobState.PAUSING):
-                step = self._check_on_checkpoint(job, pending, node_id, input_name, value)
-            elif job.state == JobState.RUNNING:
-                self._check_running(job, prompt, node_id, input_name)
-                self._check_static(job, prompt, node_id, input_name, value)
-            else:
-                self._check_static(job, prompt, node_id, input_name, value)
-            row = {"job_id": job_id, "node_id": node_id, "input_name": input_name, "old": old,
-                   "new": value, "status": "pending", "actor": actor, "step": step,
-                   "created_at": now()}  # fmt: skip
-            edit_id = conn.execute(job_edits.insert().returning(job_edits.c.id), row).scalar()
-            self.store.event(conn, job_id, "edited", actor=actor, step=step, node_id=node_id,
-                             old=old, new=value, input=input_name, edit_id=edit_id)  # fmt: skip
-            if job.state == JobState.RUNNING:
-                self.store.transition(conn, job, None, request="edit")
-            self.write_modified(conn, job_id)
-            edits = [edit_dict(r) for r in self.store_edits(conn, job_id)]
+        control point; anything else is refused with "pause first".
+
+        The check (a paused job's checkpoint loaded and the pending edits replayed on it)
+        runs outside any write transaction; the short transaction that records the edit
+        then checks that the job and its pending edits are still what was checked, and
+        checks again if they are not."""
+        for _ in range(EDIT_ATTEMPTS):
+            with self.db.read() as conn:
+                job = self.store.get(job_id, conn)
+                pending = self.store.edits(job_id, status="pending", connection=conn)
+            old, step = self._check_edit(job, pending, node_id, input_name, value)
+            with self.db.begin() as conn:
+                locked = self.store.lock(conn, job_id)
+                now_pending = self.store.edits(job_id, status="pending", connection=conn)
+                if locked.version != job.version or _ids(now_pending) != _ids(pending):
+                    continue  # it changed while the edit was checked: check it again
+                edit_id = self.store.add_edit(conn, {
+                    "job_id": job_id, "node_id": node_id, "input_name": input_name,
+                    "old": old, "new": value, "actor": actor, "step": step,
+                    "created_at": now()})  # fmt: skip
+                self.store.record(conn, job_id, EventKind.EDITED, actor=actor, step=step,
+                                 node_id=node_id, old=old, new=value, input=input_name,
+                                 edit_id=edit_id)  # fmt: skip
+                if job.state == JobState.RUNNING:
+                    self.store.transition(conn, locked, None, request="edit")
+                self.store.write_modified(conn, job_id)
+                edits = self.store.edits(job_id, connection=conn)
+            break
+        else:
+            raise JobConflict(job_id, "edit", job.state, "it kept changing while the edit "
+                              "was checked; try again")  # fmt: skip
         self.signals.poke(job_id)
-        self.bus.emit("edited", job_id=job_id, edit_id=edit_id, node_id=node_id,
-                      input=input_name, old=old, new=value)  # fmt: skip
         return {"edit_id": edit_id, "edits": edits, "state": job.state.value}
 
     def undo(
@@ -383,77 +377,55 @@ class Jobs:
         with self.db.begin() as conn:
             job = self.store.lock(conn, job_id)
             check_action(job_id, "undo", job.state, job.request)
-            pending = self.store_edits(conn, job_id, "pending")
-            chosen = [r for r in pending if edit_id is None or r.id == edit_id]
+            pending = self.store.edits(job_id, status="pending", connection=conn)
+            chosen = [e for e in pending if edit_id is None or e["id"] == edit_id]
             if edit_id is not None and not chosen:
-                known = {r.id: r.status for r in self.store_edits(conn, job_id)}
+                known = {e["id"]: e["status"] for e in self.store.edits(job_id, connection=conn)}
                 why = (f"edit {edit_id} is {known[edit_id]}" if edit_id in known
                        else f"job {job_id} has no edit {edit_id}")  # fmt: skip
                 raise JobConflict(job_id, "undo", job.state, why)
-            for r in chosen:
-                conn.execute(
-                    update(job_edits)
-                    .where(job_edits.c.id == r.id, job_edits.c.status == "pending")
-                    .values(status="undone")
-                )
-                self.store.event(conn, job_id, "edit_undone", actor=actor, node_id=r.node_id,
-                                 old=r.new, new=r.old, input=r.input_name,
-                                 edit_id=r.id)  # fmt: skip
-            self.write_modified(conn, job_id)
-            undone = [edit_dict(r) for r in chosen]
-        for e in undone:
-            self.bus.emit("edit_undone", job_id=job_id, edit_id=e["id"])
-        return undone
+            for e in chosen:
+                self.store.settle_edits(conn, [e["id"]], "undone")
+                self.store.record(conn, job_id, EventKind.EDIT_UNDONE, actor=actor,
+                                 node_id=e["node_id"], old=e["new"], new=e["old"],
+                                 input=e["input_name"], edit_id=e["id"])  # fmt: skip
+            self.store.write_modified(conn, job_id)
+        return chosen
 
-    def write_modified(self, conn: Any, job_id: str) -> None:
-        """``modified_params_json``: per ``node.input``, the first old value, the latest
-        new one and the edits behind it (pending and applied; undone ones drop out)."""
-        modified: dict[str, Any] = {}
-        for r in self.store_edits(conn, job_id):
-            if r.status not in ("pending", "applied"):
-                continue
-            key = f"{r.node_id}.{r.input_name}"
-            entry = modified.setdefault(key, {"old": r.old, "edits": []})
-            entry.update(new=r.new, status=r.status, modified_mid_run=True)
-            entry["edits"].append(r.id)
-        self.store.update_debug(conn, job_id, modified_params_json=modified)
-
-    def _check_static(
-        self, job: Job, prompt: dict[str, Any], node_id: str, input_name: str, value: Any
-    ) -> None:
-        """Types, ranges and choices: the workflow with the edit must validate."""
-        inputs = prompt[node_id].setdefault("inputs", {})
-        if as_link(inputs.get(input_name)) is not None:
-            raise EditError(
-                f"Input {input_name!r} of node {node_id} is connected to another node; "
-                "edit that node instead", node_id=node_id, input_name=input_name,
-            )
-        node_type = self.registry.get(prompt[node_id]["class_type"])
-        if node_type is None or node_type.input(input_name) is None:
-            raise EditError(f"Node {node_id} has no input {input_name!r}", node_id=node_id,
-                            input_name=input_name)  # fmt: skip
-        edited = copy.deepcopy(prompt)
-        edited[node_id]["inputs"][input_name] = value
-        checked = validate(Workflow.from_api(edited), self.registry)
-        if not checked.ok:
-            errors = checked.node_errors.get(node_id, {}).get("errors") or []
-            reason = errors[0]["message"] if errors else (
-                checked.error.message if checked.error else "invalid")  # fmt: skip
-            raise EditError(f"Edit of {node_id}.{input_name} refused: {reason}",
-                            node_id=node_id, input_name=input_name,
-                            node_errors=checked.node_errors)  # fmt: skip
+    def _check_edit(
+        self, job: Job, pending: list[dict[str, Any]], node_id: str, input_name: str,
+        value: Any,
+    ) -> tuple[Any, int | None]:  # fmt: skip
+        """Whether ``job`` (with its ``pending`` edits) takes the edit: its old value and
+        the step it is made at, or the error that refuses it."""
+        check_action(job.id, "edit", job.state, job.request)
+        if job.kind != "workflow":
+            raise EditError(f"Job {job.id} runs a state graph; its inputs are not edited")
+        prompt = apply_edits(job.workflow, pending)
+        if node_id not in prompt:
+            raise EditError(f"Node {node_id!r} is not in job {job.id}'s workflow",
+                            node_id=node_id)  # fmt: skip
+        old = copy.deepcopy(prompt[node_id].get("inputs", {}).get(input_name))
+        step = None
+        if job.state in (JobState.PAUSED, JobState.PAUSING):
+            step = self._check_on_checkpoint(job, prompt, pending, node_id, input_name, value)
+        else:
+            if job.state == JobState.RUNNING:
+                self._check_running(job, prompt, node_id, input_name)
+            check_edit(prompt, node_id, input_name, value, self.registry)
+        return old, step
 
     def _check_on_checkpoint(
-        self, job: Job, pending: list[Any], node_id: str, input_name: str, value: Any
-    ) -> int | None:
+        self, job: Job, prompt: dict[str, Any], pending: list[dict[str, Any]], node_id: str,
+        input_name: str, value: Any,
+    ) -> int | None:  # fmt: skip
         """A paused job: the edit, after the pending ones, must apply to its saved run."""
         state = self.artifacts.load_run_state(job.id)
         if state is None:  # held before it started: a plain workflow edit
-            self._check_static(job, apply_edits(job.workflow, pending), node_id, input_name,
-                               value)  # fmt: skip
+            check_edit(prompt, node_id, input_name, value, self.registry)
             return None
-        for r in pending:
-            state = edit_suspended(state, r.node_id, r.input_name, r.new, self.registry)
+        for e in pending:
+            state = edit_suspended(state, e["node_id"], e["input_name"], e["new"], self.registry)
         edit_suspended(state, node_id, input_name, value, self.registry)
         return job.checkpoint_step
 
@@ -466,17 +438,9 @@ class Jobs:
         current = signal.node_id if signal else (job.progress or {}).get("node")
         if current is None or current not in prompt:
             return
-        workflow = Workflow.from_api(prompt)
         node_type = self.registry[prompt[current]["class_type"]]
-        if node_id == current:
-            changed = {input_name}
-        else:
-            upstream = set(workflow.ancestors([current])) - {current}
-            if node_id not in upstream:
-                return  # downstream or parallel: it has not consumed anything yet
-            feeding = workflow.descendants(node_id) | {node_id}
-            changed = {n for n, link in workflow[current].links() if link.node_id in feeding}
-        cold = sorted(changed - node_type.hot_inputs)
+        changed = changed_inputs(Workflow.from_api(prompt), current, node_id, input_name)
+        cold = cold_inputs(node_type, changed)
         if cold:
             raise JobConflict(
                 job.id, "edit", job.state,
@@ -494,17 +458,10 @@ class Jobs:
         count_ended(conn, job)
 
 
-def edit_dict(row: Any) -> dict[str, Any]:
-    data = dict(row._mapping)
-    data["created_at"] = data["created_at"].isoformat()
-    return data
+
+#: How often :meth:`Jobs.edit` checks again when the job changed while it was checked.
+EDIT_ATTEMPTS = 5
 
 
-def apply_edits(workflow: Mapping[str, Any], edits: Iterable[Any]) -> dict[str, Any]:
-    """The workflow with ``edits`` (rows with node_id, input_name, new) applied in order."""
-    prompt = copy.deepcopy(dict(workflow))
-    for e in edits:
-        prompt.setdefault(e.node_id, {}).setdefault("inputs", {})[e.input_name] = copy.deepcopy(
-            e.new
-        )
-    return prompt
+def _ids(edits: list[dict[str, Any]]) -> list[int]:
+    return [e["id"] for e in edits]

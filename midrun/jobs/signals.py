@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from midrun.core.events import EventKind
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +107,29 @@ class EventBus:
 
         return unsubscribe
 
-    def emit(self, kind: str, **data: Any) -> None:
-        event = {"type": f"midrun.{kind}", **data}
+    @contextmanager
+    def awaiting(self, job_ids: Iterable[str] | None = None) -> Iterator[threading.Event]:
+        """A flag set whenever an event about one of ``job_ids`` (any job if None) is
+        announced in this process: a thread waiting for jobs to change clears it, reads
+        their rows, and waits on it (with a timeout, its poll for other processes)."""
+        woken = threading.Event()
+        ids = None if job_ids is None else set(job_ids)
+
+        def listener(event: dict[str, Any]) -> None:
+            if ids is None or event.get("job_id") in ids:
+                woken.set()
+
+        unsubscribe = self.subscribe(listener)
+        try:
+            yield woken
+        finally:
+            unsubscribe()
+
+    def emit(self, kind: EventKind, **data: Any) -> None:
+        """Announce an event (a transient one; recorded kinds go through
+        ``JobStore.record``, which announces them)."""
+        kind = EventKind(kind)
+        event = {"type": kind.type, **data}
         for listener in list(self._listeners):
             try:
                 listener(event)

@@ -39,9 +39,10 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
         {JobState.PAUSING, JobState.COMPLETED, JobState.FAILED, JobState.ABORTED,
          JobState.QUEUED}
     ),
+    # pausing -> running: a pause cancelled (a pipeline pause that could not complete).
     JobState.PAUSING: frozenset(
         {JobState.PAUSED, JobState.COMPLETED, JobState.FAILED, JobState.ABORTED,
-         JobState.QUEUED}
+         JobState.QUEUED, JobState.RUNNING}
     ),
     JobState.PAUSED: frozenset({JobState.QUEUED, JobState.ABORTED}),
     JobState.COMPLETED: frozenset(),
@@ -106,6 +107,15 @@ def check_action(job_id: str, action: str, state: JobState, request: str | None,
         raise JobConflict(job_id, name, state, "an abort is pending")
     if request == "abort" and action == "abort":
         raise JobConflict(job_id, name, state, "an abort is already pending")
+
+
+def ended_as(ran: JobState, request: str | None) -> JobState:
+    """The state a job's run leaves it in: what the run ended as (``paused`` for a
+    suspend), except that a run that stopped for a pause while an abort was asked ends
+    aborted: the abort was accepted, so it is not lost to the pause."""
+    if ran == JobState.PAUSED and request == "abort":
+        return JobState.ABORTED
+    return ran
 
 
 def check_transition(job_id: str, current: JobState, target: JobState, **context: Any) -> None:

@@ -12,10 +12,11 @@ import socket
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 
+from midrun.core.events import EventKind
 from midrun.core.ids import new_id
 from midrun.jobs.execution import Execution
 from midrun.jobs.records import Job
@@ -86,7 +87,6 @@ class Worker:
         if job is None:
             return False
         self.current = job.id
-        self.service.bus.emit("running", job_id=job.id, worker_id=self.id)
         try:
             await Execution(self.service, job, self.id, self.backend).run()
         finally:
@@ -117,9 +117,9 @@ class Worker:
             if job is None:
                 return None
             conn.execute(update(workers).where(workers.c.id == self.id).values(job_id=job.id))
-            service.store.event(conn, job.id, "started" if job.checkpoint_step is None
-                                else "continued", worker_id=self.id,
-                                step=job.checkpoint_step)  # fmt: skip
+            service.store.record(conn, job.id, EventKind.RUNNING, worker_id=self.id,
+                                 step=job.checkpoint_step,
+                                 continued=job.checkpoint_step is not None)  # fmt: skip
         return job
 
 
@@ -192,20 +192,23 @@ def _ours(row: object) -> bool:
 def recover(service: Jobs) -> list[str]:
     """Requeue the jobs of dead workers. A job that was running resumes from its last
     checkpoint (or from its start); one that was pausing ends paused if it has a
-    checkpoint to resume from. Returns the recovered job ids."""
-    timeout = timedelta(seconds=service.settings.worker_timeout)
+    checkpoint to resume from. Returns the recovered job ids.
+
+    A look without the write lock comes first (this runs with every heartbeat); which
+    stale jobs have a checkpoint is asked of the artifact store outside any transaction."""
+    with service.db.read() as conn:
+        live, dead = _live_workers(service, conn)
+        stale = service.store.stale_running(conn, live)
+    if not stale and not dead:
+        return []
+    checkpoints = {job.id: service.artifacts.has_run_state(job.id) for job in stale}
     recovered: list[str] = []
     with service.db.begin() as conn:
-        rows = conn.execute(select(workers)).all()
-        # This process's own running workers are alive whatever their heartbeat says (a
-        # starved heartbeat thread must not get a job run twice); others need both a live
-        # process and a recent heartbeat.
-        live = {
-            r.id for r in rows
-            if _ours(r) or (_alive(r) and now() - r.heartbeat_at < timeout)
-        }  # fmt: skip
+        live, dead = _live_workers(service, conn)
         for job in service.store.stale_running(conn, live):
-            has_checkpoint = service.artifacts.load_run_state(job.id) is not None
+            has_checkpoint = checkpoints.get(job.id)
+            if has_checkpoint is None:  # went stale since the look: ask now
+                has_checkpoint = service.artifacts.has_run_state(job.id)
             if job.request == "abort":
                 target = JobState.ABORTED
             elif job.state == JobState.PAUSING and has_checkpoint:
@@ -214,14 +217,27 @@ def recover(service: Jobs) -> list[str]:
                 target = JobState.QUEUED
             job = service.store.transition(conn, job, target, worker_id=None, request=None,
                                            progress={})  # fmt: skip
-            service.store.event(conn, job.id, "recovered", to=target.value,
-                                step=job.checkpoint_step,
-                                from_checkpoint=has_checkpoint)  # fmt: skip
+            service.store.record(conn, job.id, EventKind.RECOVERED, to=target.value,
+                                 step=job.checkpoint_step,
+                                 from_checkpoint=has_checkpoint)  # fmt: skip
             recovered.append(job.id)
-        dead = [r.id for r in rows if r.id not in live and r.stopped_at is None]
         if dead:
             conn.execute(update(workers).where(workers.c.id.in_(dead))
                          .values(stopped_at=now(), job_id=None))  # fmt: skip
     if recovered:
         service.signals.wake_workers()
     return recovered
+
+
+def _live_workers(service: Jobs, conn: Any) -> tuple[set[str], list[str]]:
+    """The ids of live workers, and of dead ones not yet marked stopped. This process's
+    own running workers are alive whatever their heartbeat says (a starved heartbeat
+    thread must not get a job run twice); others need both a live process and a recent
+    heartbeat."""
+    timeout = timedelta(seconds=service.settings.worker_timeout)
+    rows = conn.execute(select(workers)).all()
+    live = {
+        r.id for r in rows
+        if _ours(r) or (_alive(r) and now() - r.heartbeat_at < timeout)
+    }  # fmt: skip
+    return live, [r.id for r in rows if r.id not in live and r.stopped_at is None]

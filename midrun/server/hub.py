@@ -13,7 +13,6 @@ run or another client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import struct
@@ -24,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from midrun.jobs.records import ORIGIN
+from midrun.core.events import EventKind, kind_of
 from midrun.server.auth import User
+from midrun.server.relay import Relay
 
 if TYPE_CHECKING:
     from midrun.server.state import Server
@@ -46,9 +46,11 @@ SERVER_FLAGS = {
 }
 
 # Events that are translated into ComfyUI messages and not forwarded as midrun.* too.
-_INTERNAL = {"midrun.node_started", "midrun.node_executed", "midrun.cached", "midrun.running"}
-_QUEUE_CHANGES = {"midrun.queued", "midrun.running", "midrun.completed", "midrun.failed",
-                  "midrun.aborted", "midrun.paused", "midrun.resumed"}  # fmt: skip
+_INTERNAL = {k.type for k in (EventKind.NODE_STARTED, EventKind.NODE_EXECUTED, EventKind.CACHED)}
+_QUEUE_CHANGES = {k.type for k in (EventKind.QUEUED, EventKind.RUNNING, EventKind.COMPLETED,
+                                   EventKind.FAILED, EventKind.ABORTED, EventKind.PAUSED,
+                                   EventKind.RESUMED)}  # fmt: skip
+_ENDED = {k.type for k in (EventKind.COMPLETED, EventKind.FAILED, EventKind.ABORTED)}
 QUEUE_SIZE = 2000  # per client; a client this far behind is dropped
 
 
@@ -229,7 +231,7 @@ class Hub:
                     client.offer(message)
         if kind in _QUEUE_CHANGES:
             self._spawn(self._broadcast_status())
-        if kind in ("midrun.completed", "midrun.failed", "midrun.aborted") and job_id:
+        if kind in _ENDED and job_id:
             self.runs.pop(job_id, None)
 
     async def _learn_then_publish(self, job_id: str) -> None:
@@ -255,9 +257,9 @@ class Hub:
 
     def _comfy(self, job_id: str, view: RunView, event: dict[str, Any]) -> None:
         """ComfyUI's messages for one run event."""
-        kind = event["type"].removeprefix("midrun.")
+        kind = kind_of(event["type"])
         send = lambda t, d: self._to_client(view, {"type": t, "data": d})  # noqa: E731
-        if kind == "started":
+        if kind == EventKind.RUNNING:  # a worker took it: the prompt starts executing
             send("execution_start", {"prompt_id": job_id, "timestamp": now_ms()})
         elif kind == "cached":
             nodes = list(event.get("nodes") or [])
@@ -395,51 +397,3 @@ def preview_frame(image: bytes, mime: str, job_id: str, node_id: str, metadata: 
                            "image_type": mime}).encode("utf-8")  # fmt: skip
         return struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(meta)) + meta + image
     return struct.pack(">II", PREVIEW_IMAGE, IMAGE_FORMATS.get(mime, 1)) + image
-
-
-class Relay:
-    """Events from workers in other processes: the audit log is tailed and rows written
-    by another process are published here (the database is the only thing shared)."""
-
-    def __init__(self, hub: Hub, interval: float = 0.25) -> None:
-        self.hub = hub
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
-        self.last_id = 0
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-
-    async def _run(self) -> None:
-        from starlette.concurrency import run_in_threadpool
-
-        store = self.hub.server.jobs.store
-        self.last_id = await run_in_threadpool(store.last_event_id)
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                rows = await run_in_threadpool(store.events, None, since_id=self.last_id)
-            except Exception:
-                log.exception("reading the audit log failed")
-                continue
-            for row in rows:
-                self.last_id = max(self.last_id, row["id"])
-                data = row.get("data") or {}
-                if data.get("origin") == ORIGIN:
-                    continue  # this process published it already
-                self.hub.publish(remote_event(row))
-
-
-def remote_event(row: dict[str, Any]) -> dict[str, Any]:
-    data = {k: v for k, v in (row.get("data") or {}).items() if k != "origin"}
-    event = {"type": f"midrun.{row['kind']}", "job_id": row["job_id"], **data,
-             "step": row.get("step"), "remote": True}  # fmt: skip
-    if row.get("node_id") is not None:
-        event["node_id"] = row["node_id"]
-    return event

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from midrun.jobs.backends import Backend, per_device
@@ -98,10 +97,6 @@ class Server:
             label = str(getattr(self.runtime.placement, "device", "cpu"))
             return [label if d == "auto" else d for d in self.config.devices]
         return ["cpu" if d == "auto" else d for d in self.config.devices]
-
-    @property
-    def models_path(self) -> Path:
-        return self.models_dir
 
     async def start(self) -> None:
         await self.hub.start()

@@ -29,6 +29,7 @@ class ArtifactStore(Protocol):
     def list(self, prefix: str) -> list[str]: ...
     def save_run_state(self, job_id: str, state: RunState) -> None: ...
     def load_run_state(self, job_id: str) -> RunState | None: ...
+    def has_run_state(self, job_id: str) -> bool: ...
 
 
 def check_key(key: str) -> str:
@@ -88,6 +89,12 @@ class LocalArtifacts:
 
     def save_run_state(self, job_id: str, state: RunState) -> None:
         state.save(self._checkpoint_dir(job_id))  # atomic: the previous one survives a crash
+
+    def has_run_state(self, job_id: str) -> bool:
+        """Whether the job has a checkpoint to resume from (nothing is read)."""
+        directory = self._checkpoint_dir(job_id)
+        old = directory.with_name(f".{directory.name}.old")
+        return (directory / "run.json").is_file() or (old / "run.json").is_file()
 
     def load_run_state(self, job_id: str) -> RunState | None:
         directory = self._checkpoint_dir(job_id)

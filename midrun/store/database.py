@@ -4,7 +4,7 @@ directory) or PostgreSQL (by URL), migrated to the current schema on open."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,17 @@ from midrun.core.errors import MidrunError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD = "0002"
+_AFTER_COMMIT = "midrun.after_commit"
+
+
+def after_commit(connection: Connection, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once ``connection``'s transaction (a :meth:`Database.begin`) has
+    committed; outside one, at once."""
+    queued = connection.info.get(_AFTER_COMMIT)
+    if queued is None:
+        callback()
+    else:
+        queued.append(callback)
 
 
 class DatabaseError(MidrunError):
@@ -83,8 +94,17 @@ class Database:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
+        """A write transaction. What :func:`after_commit` queued on it runs once it has
+        committed (never if it rolls back)."""
+        queued: list[Callable[[], None]] = []
         with self.engine.begin() as connection:
-            yield connection
+            connection.info[_AFTER_COMMIT] = queued
+            try:
+                yield connection
+            finally:
+                connection.info.pop(_AFTER_COMMIT, None)
+        for callback in queued:
+            callback()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -51,7 +51,7 @@ def test_a_breakpoint_before_a_node_pauses_there_once(service, bus) -> None:
         assert hit[0]["node_id"] == "2" and hit[0]["data"]["breakpoint_id"] == bp["id"]
         emitted = [e for e in bus if e["type"] == "midrun.breakpoint_hit"]
         assert emitted == [{"type": "midrun.breakpoint_hit", "job_id": job.id, "node_id": "2",
-                            "step": None, "breakpoint_id": bp["id"]}]
+                            "position": "before", "breakpoint_id": bp["id"]}]
         service.resume(job.id)
         done = service.wait(job.id)
     assert done.state == JobState.COMPLETED and result(done) == (15, [1] * 5)

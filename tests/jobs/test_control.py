@@ -30,7 +30,7 @@ def test_a_job_runs_to_completion_with_its_outputs(service, pool) -> None:
     assert job.state == JobState.COMPLETED
     assert result(job) == (15, [1, 1, 1, 1, 1])
     kinds = [e["kind"] for e in service.events(job.id)]
-    assert kinds == ["queued", "started", "completed"]
+    assert kinds == ["queued", "running", "completed"]
     assert job.started_at and job.finished_at and job.active_seconds > 0
 
 
@@ -62,8 +62,10 @@ def test_pause_checkpoints_frees_the_worker_and_resume_is_identical(service, poo
     assert done.state == JobState.COMPLETED
     assert result(done) == result(straight)
     kinds = [e["kind"] for e in service.events(job.id)]
-    assert kinds == ["queued", "started", "pause_requested", "paused", "resumed", "continued",
+    assert kinds == ["queued", "running", "pausing", "paused", "resumed", "running",
                      "completed"]  # fmt: skip
+    running = [e["data"]["continued"] for e in service.events(job.id) if e["kind"] == "running"]
+    assert running == [False, True]
 
 
 def test_paused_time_is_not_active_time(service, pool) -> None:

@@ -51,12 +51,6 @@ MOVES: dict[str, dict[JobState | None, JobState]] = {
 }
 
 
-# The audit log's older names for the same events (issue 17 gives the bus and the log one
-# vocabulary); read either way until every writer uses the new names.
-OLD_NAMES = {"started": "running", "continued": "running", "pause_requested": "pausing",
-             "abort_requested": "aborting"}  # fmt: skip
-
-
 def replay(job_id: str, kinds: list[str]) -> tuple[JobState, bool, Counter[str]]:
     """The state a job's audit log leads to, whether an abort is pending, and the log's
     counts (with "paused" / "aborted" split into the ones the request itself wrote, from
@@ -64,7 +58,7 @@ def replay(job_id: str, kinds: list[str]) -> tuple[JobState, bool, Counter[str]]
     state: JobState | None = None
     abort_pending = False
     counts: Counter[str] = Counter()
-    for kind in (OLD_NAMES.get(k, k) for k in kinds):
+    for kind in kinds:
         moves = MOVES.get(kind)
         assert moves is not None, f"{job_id}: unexpected {kind!r} in {kinds}"
         assert state in moves, f"{job_id}: {kind!r} in state {state} ({kinds})"

@@ -101,7 +101,7 @@ def test_pause_edit_undo_and_resume_a_running_generation(http: httpx.Client) -> 
     assert debug["modified_params_json"]["3.cfg"]["status"] == "applied"
     kinds = [e["kind"] for e in http.get(f"/api/jobs/{job_id}/events").json()]
     assert kinds.count("edited") == 3 and kinds.count("edit_undone") == 2
-    assert {"pause_requested", "paused", "resumed", "edit_applied", "completed"} <= set(kinds)
+    assert {"pausing", "paused", "resumed", "edit_applied", "completed"} <= set(kinds)
 
 
 def test_previews_of_a_job(http: httpx.Client) -> None:

@@ -139,7 +139,7 @@ def test_events_of_a_worker_in_another_process_reach_clients(tmp_path: Path) -> 
         seen = asyncio.run(scenario())
         # "running" and "paused" were written by the other process's worker: they reach
         # this server's sockets only through the database; so does the ComfyUI message.
-        assert "midrun.started" in seen and "midrun.paused" in seen
+        assert "midrun.running" in seen and "midrun.paused" in seen
         assert "execution_interrupted" in seen
     finally:
         if worker.stdin:

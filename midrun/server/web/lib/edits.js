@@ -5,6 +5,7 @@
 // reason.
 import { app } from "../../../scripts/app.js";
 import { client } from "./client.js";
+import { EVENT } from "./events.js";
 import { button, dialog, el, graphNode, nodeName, setBadge, show, toast } from "./ui.js";
 import { parameterForm } from "./dialogs.js";
 
@@ -20,12 +21,12 @@ export class Edits extends EventTarget {
     this.applying = false; // set while we write widget values ourselves
     store.addEventListener("change", (e) => {
       const { type, id } = e.detail ?? {};
-      if (["midrun.resumed", "midrun.running", "midrun.completed", "midrun.aborted", "midrun.failed"].includes(type)
+      if ([EVENT.RESUMED, EVENT.RUNNING, EVENT.COMPLETED, EVENT.ABORTED, EVENT.FAILED].includes(type)
           && this.pending.has(id)) {
         this.pending.delete(id);
         this.changed();
       }
-      if (type === "midrun.edit_refused") this.refused(e.detail.data ?? {});
+      if (type === EVENT.EDIT_REFUSED) this.refused(e.detail.data ?? {});
     });
   }
 

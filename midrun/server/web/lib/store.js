@@ -3,6 +3,7 @@
 // merged by id, so no job is lost or shown twice. Listeners get a "change" event.
 import { api } from "../../../scripts/api.js";
 import { client } from "./client.js";
+import { EVENT, EVENT_STATE } from "./events.js"; // served from the server's EventKind
 
 export const ENDED = new Set(["completed", "failed", "aborted"]);
 export const LIVE = new Set(["running", "pausing", "aborting"]);
@@ -10,18 +11,10 @@ export const LIVE = new Set(["running", "pausing", "aborting"]);
 const STATUS = { in_progress: "running", pending: "queued", completed: "completed",
                  failed: "failed", cancelled: "aborted" };
 
-// The state each midrun event leaves a job in.
-const EVENT_STATE = {
-  "midrun.queued": "queued", "midrun.running": "running", "midrun.pausing": "pausing",
-  "midrun.paused": "paused", "midrun.resumed": "queued", "midrun.aborting": "aborting",
-  "midrun.aborted": "aborted", "midrun.completed": "completed", "midrun.failed": "failed",
-};
-
 export const JOB_EVENTS = [
-  ...Object.keys(EVENT_STATE), "midrun.started", "midrun.progress", "midrun.preview_saved",
-  "midrun.breakpoint_hit", "midrun.step_reached", "midrun.edited", "midrun.edit_undone",
-  "midrun.edit_applied", "midrun.edit_refused", "midrun.batch_progress",
-  "midrun.pipeline_paused", "midrun.pipeline_resumed", "midrun.logpoint",
+  ...Object.keys(EVENT_STATE), EVENT.PROGRESS, EVENT.PREVIEW_SAVED, EVENT.BREAKPOINT_HIT,
+  EVENT.STEP_REACHED, EVENT.EDITED, EVENT.EDIT_UNDONE, EVENT.EDIT_APPLIED, EVENT.EDIT_REFUSED,
+  EVENT.BATCH_PROGRESS, EVENT.PIPELINE_PAUSED, EVENT.PIPELINE_RESUMED, EVENT.LOGPOINT,
 ];
 
 export class Store extends EventTarget {
@@ -99,11 +92,11 @@ export class Store extends EventTarget {
   // One server event (the frontend hands us event.detail).
   onEvent(type, data) {
     const id = data?.job_id;
-    if (type === "midrun.pipeline_paused" || type === "midrun.pipeline_resumed") {
+    if (type === EVENT.PIPELINE_PAUSED || type === EVENT.PIPELINE_RESUMED) {
       client.pipeline().then((p) => { this.pipeline = p; this.changed({ type }); }, () => {});
       return;
     }
-    if (type === "midrun.batch_progress") {
+    if (type === EVENT.BATCH_PROGRESS) {
       this.refreshBatch(data.batch_id);
       return;
     }
@@ -113,26 +106,26 @@ export class Store extends EventTarget {
     // Events from different threads or processes can cross: a request's "pausing" or
     // "aborting" may come after the worker's "paused" or "aborted". An ended job stays
     // ended, and a late "pausing" does not undo "paused".
-    const stale = ENDED.has(entry.state) || (type === "midrun.pausing" && entry.state === "paused");
+    const stale = ENDED.has(entry.state) || (type === EVENT.PAUSING && entry.state === "paused");
     if (EVENT_STATE[type] && !stale) entry.state = EVENT_STATE[type];
-    if (type === "midrun.pausing" && data.by) entry.pausedBy = data.by;
-    if (type === "midrun.resumed") entry.hit = null;
-    if (type === "midrun.aborted" || type === "midrun.aborting") entry.reason = data.reason ?? entry.reason;
-    if (type === "midrun.progress") {
+    if (type === EVENT.PAUSING && data.by) entry.pausedBy = data.by;
+    if (type === EVENT.RESUMED) entry.hit = null;
+    if (type === EVENT.ABORTED || type === EVENT.ABORTING) entry.reason = data.reason ?? entry.reason;
+    if (type === EVENT.PROGRESS) {
       entry.step = data.step;
       entry.total = data.total_steps;
       entry.node = data.node_id;
       if (entry.state === "queued") entry.state = "running";
     }
-    if (type === "midrun.preview_saved") {
+    if (type === EVENT.PREVIEW_SAVED) {
       entry.preview = { step: data.step, total: data.total_steps, node: data.node_id };
       entry.firstPreview ??= entry.preview;
     }
-    if (type === "midrun.breakpoint_hit" || type === "midrun.step_reached") {
+    if (type === EVENT.BREAKPOINT_HIT || type === EVENT.STEP_REACHED) {
       entry.hit = { node: data.node_id, step: data.step, kind: type.slice(7) };
       entry.node = data.node_id;
     }
-    if (ENDED.has(entry.state) || type === "midrun.queued") {
+    if (ENDED.has(entry.state) || type === EVENT.QUEUED) {
       // The listing holds outputs and batch membership: read this job back.
       const asked = performance.now();
       client.job(id).then((item) => { this.merge(item, asked); this.changed({ type, id }); }, () => {});
