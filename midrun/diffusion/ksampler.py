@@ -29,10 +29,6 @@ from midrun.diffusion.noise import initial_noise
 from midrun.diffusion.schedulers import sampling_sigmas
 from midrun.engine.codec import Live
 
-#: Kept under the name the tests and callers know; the class lives in core.errors.
-NotHotSwappable = InputNotHotSwappable
-
-
 def latent_digest(samples: torch.Tensor) -> str:
     data = samples.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()
@@ -155,12 +151,12 @@ class KSamplerStep:
         """A state that uses ``changes`` from the next step on; refuses non-hot changes."""
         for name in self.fixed:
             if name in changes and self._fixed_value(name, changes) != state["fixed"][name]:
-                raise NotHotSwappable(name, self._why(name))
+                raise InputNotHotSwappable(name, self._why(name))
         state = dict(state)
         if "model" in changes:
             model: DiffusionModel = changes["model"]
             if model.family.name != state["model_desc"]["family"]:
-                raise NotHotSwappable(
+                raise InputNotHotSwappable(
                     "model",
                     f"the new model is {model.family.name}, the latent was made for "
                     f"{state['model_desc']['family']}",
@@ -192,7 +188,7 @@ class KSamplerStep:
         model: DiffusionModel = state["model"].value
         current = samplers.SamplerState.from_dict(state["sampler"])
         if current.done and float(current.sigmas[-1]) == 0.0:
-            raise NotHotSwappable("steps", "the sampler has already finished")
+            raise InputNotHotSwappable("steps", "the sampler has already finished")
         sigma = float(current.sigmas[current.step])
         new = self._sigmas(model, state["params"])
         below = new[new < sigma * (1 - 1e-5)]

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from midrun.core.errors import InputNotHotSwappable
 from midrun.diffusion import samplers
 from midrun.diffusion.guidance import Guidance
-from midrun.diffusion.ksampler import KSamplerStep, NotHotSwappable
+from midrun.diffusion.ksampler import KSamplerStep
 from midrun.engine.codec import Decoder, Encoder, Live
 from midrun.nodes.comfy_impl import implementations
 from tests.diffusion.conftest import LORAS, SD15_CKPT, SDXL_CKPT
@@ -133,7 +134,7 @@ def test_advanced_end_at_step_is_hot(inputs) -> None:
     }
     edited = trajectory(node, adv, {"end_at_step": 4})
     assert len(edited) == 4
-    with pytest.raises(NotHotSwappable, match="start_at_step"):
+    with pytest.raises(InputNotHotSwappable, match="start_at_step"):
         node.swap(node.start(adv), {**adv, "start_at_step": 2})
 
 
@@ -144,7 +145,7 @@ def test_advanced_end_at_step_is_hot(inputs) -> None:
 def test_other_inputs_are_refused_by_name(inputs, name, value) -> None:
     node = KSamplerStep()
     state = node.step(node.start(inputs))
-    with pytest.raises(NotHotSwappable) as caught:
+    with pytest.raises(InputNotHotSwappable) as caught:
         node.swap(state, {**inputs, name: value})
     assert caught.value.extra_info["input_name"] == name
     assert name in caught.value.message
@@ -155,10 +156,10 @@ def test_latent_and_family_changes_are_refused(inputs, nodes) -> None:
     node = KSamplerStep()
     state = node.start(inputs)
     bigger = nodes["EmptyLatentImage"](128, 64, 1)[0]
-    with pytest.raises(NotHotSwappable, match="latent_image"):
+    with pytest.raises(InputNotHotSwappable, match="latent_image"):
         node.swap(state, {"latent_image": bigger})
     xl, _, _ = nodes["CheckpointLoaderSimple"](SDXL_CKPT)
-    with pytest.raises(NotHotSwappable, match=r"'model'.*sdxl"):
+    with pytest.raises(InputNotHotSwappable, match=r"'model'.*sdxl"):
         node.swap(state, {"model": xl})
 
 

@@ -6,25 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import websockets
 
 from tests.server.conftest import make_config, start_server, txt2img, wait_for
-from tests.server.test_security import ROOT, WORKER
+from tests.server.test_security import worker_in_another_process
 
 
 def test_a_page_fed_by_another_process_sees_running_pausing_and_paused(tmp_path: Path) -> None:
     config = make_config(tmp_path, workers=False)
     live = start_server(config)
-    worker = subprocess.Popen([sys.executable, "-c", WORKER, str(config.data_dir),
-                               str(config.models_dir)], cwd=ROOT, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
         jobs = live.server.jobs
 
         async def scenario() -> tuple[str, list[dict]]:
@@ -56,7 +50,8 @@ def test_a_page_fed_by_another_process_sees_running_pausing_and_paused(tmp_path:
                     await http.post(f"/api/jobs/{job_id}/abort", json={"reason": "done"})
             return job_id, heard
 
-        job_id, heard = asyncio.run(scenario())
+        with worker_in_another_process(config):
+            job_id, heard = asyncio.run(scenario())
         remote = [m["type"] for m in heard if m["data"].get("remote")]
         assert remote[:1] == ["midrun.running"], remote
         assert remote.index("midrun.running") < remote.index("midrun.pausing") \
@@ -68,7 +63,4 @@ def test_a_page_fed_by_another_process_sees_running_pausing_and_paused(tmp_path:
         assert "execution_start" in [m["type"] for m in heard]
         assert jobs.wait(job_id, timeout=60).state.value == "aborted"
     finally:
-        if worker.stdin:
-            worker.stdin.close()
-        worker.wait(timeout=60)
         live.stop()

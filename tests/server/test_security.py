@@ -4,11 +4,13 @@ off unless configured, and events from a worker in another process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -99,14 +101,25 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_events_of_a_worker_in_another_process_reach_clients(tmp_path: Path) -> None:
-    config = make_config(tmp_path, workers=False)
-    live = start_server(config)
+@contextlib.contextmanager
+def worker_in_another_process(config: ServerConfig) -> Iterator[None]:
+    """A worker process sharing only the database (and model folder) with the server."""
     worker = subprocess.Popen([sys.executable, "-c", WORKER, str(config.data_dir),
                                str(config.models_dir)], cwd=ROOT, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        if worker.stdin:
+            worker.stdin.close()
+        worker.wait(timeout=60)
+
+
+def test_events_of_a_worker_in_another_process_reach_clients(tmp_path: Path) -> None:
+    config = make_config(tmp_path, workers=False)
+    live = start_server(config)
+    try:
 
         async def scenario() -> list[str]:
             async with websockets.connect(f"{live.ws_url}/ws?clientId=remote") as ws:
@@ -136,13 +149,11 @@ def test_events_of_a_worker_in_another_process_reach_clients(tmp_path: Path) -> 
                             seen.append(message["type"])
                 return seen
 
-        seen = asyncio.run(scenario())
+        with worker_in_another_process(config):
+            seen = asyncio.run(scenario())
         # "running" and "paused" were written by the other process's worker: they reach
         # this server's sockets only through the database; so does the ComfyUI message.
         assert "midrun.running" in seen and "midrun.paused" in seen
         assert "execution_interrupted" in seen
     finally:
-        if worker.stdin:
-            worker.stdin.close()
-        worker.wait(timeout=60)
         live.stop()
