@@ -11,6 +11,7 @@ await session.step_over()
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -173,21 +174,34 @@ class DebugSession:
 
     async def wait_for_pause(self, timeout: float = 10.0) -> PauseContext:
         """Until the run is held (or it ended: then TimeoutError names how)."""
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+
+        def listener(event: str, data: dict[str, Any]) -> None:
+            if event in ("paused", "completed"):  # said on the run's thread, maybe another
+                loop.call_soon_threadsafe(woken.set)
+
+        self.controller.listeners.append(listener)
         deadline = time.monotonic() + timeout
-        while True:
-            context = self.controller.context
-            if context is not None:
-                return context
-            if self.controller.finished is not None:
-                raise RunFinished(
-                    f"The run ended ({self.controller.finished}) without pausing",
-                    status=self.controller.finished,
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"Run not paused within {timeout} s (finished: {self.controller.finished})"
-                )
-            await asyncio.sleep(0.002)
+        try:
+            while True:
+                woken.clear()
+                context = self.controller.context
+                if context is not None:
+                    return context
+                if self.controller.finished is not None:
+                    raise RunFinished(
+                        f"The run ended ({self.controller.finished}) without pausing",
+                        status=self.controller.finished,
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"Run not paused within {timeout} s (finished: "
+                                       f"{self.controller.finished})")  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), left)
+        finally:
+            self.controller.listeners.remove(listener)
 
     async def _command(self, command: Command, target: Any = None) -> None:
         self.controller.resume(command, target)
