@@ -187,10 +187,11 @@ class PreviewHook(Hook):
         # model's differ from stock SD1.5's); a detached state falls back to the stock one.
         fam = model.family if model is not None else family(state["model_desc"]["family"])
         vae = None
-        if model is not None and self._decodes_with_vae(model.base.components.vae):
+        own = model.base.components.vae if model is not None else None
+        if own is not None and self._decodes_with_vae(own):  # a UNet-only model has none
             from midrun.diffusion.models import VAEModel
 
-            vae = VAEModel(model.base.components.vae, fam, model.base.placement)
+            vae = VAEModel(own, fam, model.base.placement)
         ready = None
         if latent.is_cuda:  # the worker decodes on a side stream once this step's work is done
             ready = torch.cuda.Event()

@@ -4,6 +4,7 @@ bytes a pause frees."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import threading
 
@@ -67,6 +68,29 @@ def test_auto_previews_a_large_vaes_latents_with_latent2rgb(
     assert previews and {p.method for p in previews} == {"latent2rgb"}
     with Image.open(io.BytesIO(previews[-1].data)) as image:
         assert image.size == (8, 8)
+
+
+def test_a_model_without_a_vae_previews_with_latent2rgb(
+        diffusion_registry, runtime, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    # A UNet-only model (its VAE loaded apart, or none): "auto" has no VAE of the job's own
+    # to decode with. The hook used to fail the run on it.
+    load = runtime.checkpoint
+
+    def unet_only(name: str):  # type: ignore[no-untyped-def]
+        base = load(name)
+        return dataclasses.replace(base, components=dataclasses.replace(base.components,
+                                                                        vae=None))  # fmt: skip
+
+    monkeypatch.setattr(runtime, "checkpoint", unet_only)
+    got: list[Preview] = []
+    hook = PreviewHook(got.append, PreviewSettings(method="auto", every_steps=1), runtime)
+    stop = StopAt("3", Position.STEP, 4)  # before VAEDecode, which would need the VAE
+    result = asyncio.run(Executor(hooks=[hook, stop]).run(
+        Workflow.from_api(txt2img(steps=6)), diffusion_registry))  # fmt: skip
+    hook.close()
+    assert result.status == RunStatus.SUSPENDED, result.error
+    assert got and {p.method for p in got} == {"latent2rgb"}
+    assert max(p.step for p in got) <= 4
 
 
 def test_taesd_when_present_and_webp(diffusion_registry, runtime) -> None:
