@@ -29,6 +29,7 @@ from midrun.diffusion.noise import initial_noise
 from midrun.diffusion.schedulers import sampling_sigmas
 from midrun.engine.codec import Live
 
+
 def latent_digest(samples: torch.Tensor) -> str:
     data = samples.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
     digest = hashlib.blake2b(data, digest_size=16).hexdigest()

@@ -18,6 +18,7 @@ from midrun.jobs.hook import EDIT, JobHook
 from midrun.jobs.previews import PreviewRecorder, preview_every
 from midrun.jobs.records import Job
 from midrun.jobs.states import JobConflict, JobState, ended_as
+from midrun.store.database import after_commit
 
 if TYPE_CHECKING:
     from midrun.jobs.backends import Backend
@@ -68,7 +69,13 @@ class Execution:
                         and end.state is not None):  # fmt: skip
                     break
                 # Suspended to take edits made while running: apply them and go on here.
-                state = self._take_edits(end.state, end.step, clear_request=True)
+                try:
+                    state = self._take_edits(end.state, end.step, clear_request=True)
+                except MidrunError:
+                    # The edits could not be settled (they kept changing): the run, saved,
+                    # goes back to the queue and takes them when it is claimed again.
+                    log.exception("job %s: taking edits in place failed", self.job.id)
+                    break
                 self.hook.signal.changed.set()  # its first point reads the row again
         finally:
             if self.previews is not None:
@@ -200,8 +207,9 @@ class Execution:
 
     def _finish(self, end: RunEnd) -> Job | None:
         service, job_id = self.service, self.job.id
-        if end.status == RunStatus.ABORTED:
-            self._decode_partial(end)
+        if end.status == RunStatus.ABORTED or (
+                end.status == RunStatus.SUSPENDED and self._abort_asked()):  # fmt: skip
+            self._decode_partial(end)  # kept with the partial results
         released = self._release(end)
         if end.state is not None and end.status in (RunStatus.SUSPENDED, RunStatus.ABORTED):
             service.artifacts.save_run_state(job_id, end.state)
@@ -230,7 +238,7 @@ class Execution:
     def _record(self, conn: Any, job: Job, end: RunEnd, released: int) -> Job:
         store = self.service.store
         outputs = _jsonable(end.outputs)
-        target = ended_as(OUTCOME[end.status], job.request)
+        target = ended_as(OUTCOME[end.status], job.state, job.request)
         if target == JobState.COMPLETED:
             job = store.transition(conn, job, JobState.COMPLETED, outputs=outputs,
                                    worker_id=None, progress={})  # fmt: skip
@@ -247,6 +255,13 @@ class Execution:
             store.update_debug(conn, job.id, abort_reason=reason, paused_at_step=end.step)
             store.record(conn, job.id, EventKind.ABORTED, step=end.step, reason=reason,
                          partial=end.state is not None)  # fmt: skip
+        elif target == JobState.QUEUED:  # its pause was cancelled: on, from its saved run
+            job = store.transition(conn, job, JobState.QUEUED, worker_id=None, request=None,
+                                   checkpoint_step=end.step, paused_by=None,
+                                   number=store.next_number(conn, front=True))  # fmt: skip
+            store.record(conn, job.id, EventKind.RESUMED, step=end.step, front=True,
+                         reason="its pause was cancelled")  # fmt: skip
+            after_commit(conn, self.service.signals.wake_workers)
         else:  # suspended for a pause
             job = store.transition(conn, job, JobState.PAUSED, outputs=outputs, worker_id=None,
                                    checkpoint_step=end.step, request=None)  # fmt: skip
@@ -258,6 +273,13 @@ class Execution:
 
             count_ended(conn, job)
         return job
+
+    def _abort_asked(self) -> bool:
+        """Whether an abort is pending on the row (a suspended run that will end aborted
+        gets its partial image; the recording itself settles the outcome)."""
+        with self.service.db.read() as conn:
+            row = self.service.store.requests(conn, self.job.id)
+        return row is not None and row.request == "abort"
 
     def _decode_partial(self, end: RunEnd) -> None:
         """On abort (``JobSettings.decode_on_abort``), the sampler's current estimate

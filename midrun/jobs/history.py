@@ -7,13 +7,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from midrun.jobs.records import Job
-from midrun.jobs.states import JobState
+from midrun.jobs.states import TERMINAL
 from midrun.store.schema import now
 
 if TYPE_CHECKING:
     from midrun.jobs.service import Jobs
 
-ENDED = [JobState.COMPLETED, JobState.FAILED, JobState.ABORTED]
+ENDED = sorted(TERMINAL)  # the job states that never change
 
 
 def ended_jobs(service: Jobs) -> list[Job]:

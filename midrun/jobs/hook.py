@@ -199,7 +199,8 @@ class JobHook(Hook):
                                      position=position)  # fmt: skip
             service.store.record(conn, job_id, EventKind.PAUSING, by=by, step=point.step,
                                  node_id=point.node_id)  # fmt: skip
-        self._write_progress(point, held=by)
+            # Where it stops is on the row before anyone hears of the stop.
+            service.store.set_progress(conn, job_id, _progress(point, held=by))
         return Directive.suspend(by)
 
     def _checkpoint_due(self, point: ControlPoint, clock: float) -> bool:
@@ -224,14 +225,20 @@ class JobHook(Hook):
         self._steps_since_checkpoint = 0
 
     def _write_progress(self, point: ControlPoint, held: str | None = None) -> None:
-        progress: dict[str, Any] = {"node": point.node_id, "class_type": point.class_type,
-                                    "position": point.position.value}  # fmt: skip
-        if point.step is not None:
-            progress.update(step=point.step, total_steps=point.total_steps)
-        if held is not None:
-            progress["held"] = held  # where and why it stops (see the module's docstring)
         with self.service.db.begin() as conn:
-            self.service.store.set_progress(conn, self.job_id, progress)
+            self.service.store.set_progress(conn, self.job_id, _progress(point, held))
+
+
+def _progress(point: ControlPoint, held: str | None = None) -> dict[str, Any]:
+    """A job row's ``progress``: where its run stands, and (``held``) why it stops there
+    (see the module's docstring)."""
+    progress: dict[str, Any] = {"node": point.node_id, "class_type": point.class_type,
+                                "position": point.position.value}  # fmt: skip
+    if point.step is not None:
+        progress.update(step=point.step, total_steps=point.total_steps)
+    if held is not None:
+        progress["held"] = held
+    return progress
 
 
 def _directive(state: str, request: str | None, reason: str | None) -> Directive | None:

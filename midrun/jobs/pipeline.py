@@ -65,6 +65,7 @@ def pause_pipeline(
             service.store.lock(conn, job_id)
             for job_id in conn.execute(
                 select(jobs.c.id).where(jobs.c.state == JobState.RUNNING.value)
+                .order_by(jobs.c.id)  # the order recover() takes rows in: no deadlock
             ).scalars()
         ]
         for job in running:

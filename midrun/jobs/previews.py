@@ -87,13 +87,14 @@ class PreviewRecorder:
         """On completion keep the last ``previews_keep`` and the final preview (aborted,
         failed and paused jobs keep everything for inspection: this is not called)."""
         keep = self.service.settings.previews_keep
-        with self._lock, self.service.db.begin() as conn:
-            index = self.service.store.read_debug(conn, self.job_id)[
-                "intermediate_previews_json"
-            ]
-            kept = index[-keep:] if keep > 0 else index[-1:]
-            for entry in index:
+        with self._lock:
+            with self.service.db.begin() as conn:
+                index = self.service.store.read_debug(conn, self.job_id)[
+                    "intermediate_previews_json"
+                ]
+                kept = index[-keep:] if keep > 0 else index[-1:]
+                self.service.store.update_debug(conn, self.job_id,
+                                                intermediate_previews_json=kept)  # fmt: skip
+            for entry in index:  # the files go once the index no longer names them
                 if entry not in kept:
                     self.service.artifacts.delete(entry["file"])
-            self.service.store.update_debug(conn, self.job_id,
-                                            intermediate_previews_json=kept)  # fmt: skip

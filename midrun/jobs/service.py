@@ -74,7 +74,6 @@ class Jobs:
         self.output_dir = Path(output_dir) if output_dir else self.data_dir / "output"
         self.settings = settings or JobSettings()
         self.graphs = dict(graphs or {})
-        self.runtime = runtime  # with no `backends`, the one diffusion runtime of every worker
         # Where each worker runs its jobs: device label -> a new Backend, one per worker.
         self.backends: BackendFactory = backends or shared_backend(registry, runtime)
         self.preview_settings = preview_settings

@@ -109,12 +109,18 @@ def check_action(job_id: str, action: str, state: JobState, request: str | None,
         raise JobConflict(job_id, name, state, "an abort is already pending")
 
 
-def ended_as(ran: JobState, request: str | None) -> JobState:
+def ended_as(ran: JobState, state: JobState, request: str | None) -> JobState:
     """The state a job's run leaves it in: what the run ended as (``paused`` for a
-    suspend), except that a run that stopped for a pause while an abort was asked ends
-    aborted: the abort was accepted, so it is not lost to the pause."""
+    suspend), settled against the row (``state``, ``request``) as it is now:
+
+    * suspended while an abort was asked: aborted (the abort was accepted, so it is not
+      lost to the pause);
+    * suspended while the row says running (its pause was cancelled meanwhile, or no
+      pause was asked): back to the queue, to continue from its saved run."""
     if ran == JobState.PAUSED and request == "abort":
         return JobState.ABORTED
+    if ran == JobState.PAUSED and state == JobState.RUNNING:
+        return JobState.QUEUED
     return ran
 
 

@@ -207,8 +207,8 @@ def recover(service: Jobs) -> list[str]:
         live, dead = _live_workers(service, conn)
         for job in service.store.stale_running(conn, live):
             has_checkpoint = checkpoints.get(job.id)
-            if has_checkpoint is None:  # went stale since the look: ask now
-                has_checkpoint = service.artifacts.has_run_state(job.id)
+            if has_checkpoint is None:
+                continue  # went stale since the look: the next heartbeat's look takes it
             if job.request == "abort":
                 target = JobState.ABORTED
             elif job.state == JobState.PAUSING and has_checkpoint:

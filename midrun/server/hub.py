@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from midrun.core.events import EventKind, kind_of
+from midrun.jobs.states import TERMINAL
 from midrun.server.auth import User
 from midrun.server.relay import Relay
 
@@ -50,7 +51,7 @@ _INTERNAL = {k.type for k in (EventKind.NODE_STARTED, EventKind.NODE_EXECUTED, E
 _QUEUE_CHANGES = {k.type for k in (EventKind.QUEUED, EventKind.RUNNING, EventKind.COMPLETED,
                                    EventKind.FAILED, EventKind.ABORTED, EventKind.PAUSED,
                                    EventKind.RESUMED)}  # fmt: skip
-_ENDED = {k.type for k in (EventKind.COMPLETED, EventKind.FAILED, EventKind.ABORTED)}
+_ENDED = {k.type for k in EventKind if k.job_state in {s.value for s in TERMINAL}}
 QUEUE_SIZE = 2000  # per client; a client this far behind is dropped
 
 

@@ -63,7 +63,10 @@ def remote_event(row: dict[str, Any]) -> dict[str, Any]:
     and the bus share one vocabulary, :class:`EventKind`)."""
     data = {k: v for k, v in (row.get("data") or {}).items() if k != "origin"}
     event = {"type": EventKind(row["kind"]).type, "job_id": row["job_id"], **data,
-             "step": row.get("step"), "remote": True}  # fmt: skip
+             "remote": True}  # fmt: skip
+    for name in ("step", "actor", "old", "new"):  # the columns its writer announced too
+        if row.get(name) is not None:
+            event[name] = row[name]
     if row.get("node_id") is not None:
         event["node_id"] = row["node_id"]
     return event

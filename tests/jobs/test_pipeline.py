@@ -92,3 +92,40 @@ def test_a_pipeline_pause_that_cannot_complete_pauses_nothing(service, pool2) ->
 def test_resume_pipeline_when_running_conflicts(service) -> None:
     with pytest.raises(pipeline.PipelineConflict):
         pipeline.resume_pipeline(service)
+
+
+def test_a_job_whose_pause_is_cancelled_while_it_stops_goes_on(service, monkeypatch) -> None:
+    # A pipeline pause that rolls back moves a still-pausing job back to running. A job
+    # whose run had already stopped for that pause must not be stranded "running" with
+    # nobody running it: it goes back to the queue (front) and continues from its save.
+    from midrun.jobs import execution
+
+    straight = ticker(steps=8, delay=0)
+    stopped, flipped = threading.Event(), threading.Event()
+    release = execution.Execution._release
+
+    def held_release(self, end):  # the run has stopped; its result is not recorded yet
+        if end.status.value == "suspended" and not flipped.is_set():
+            stopped.set()
+            assert flipped.wait(30)
+        return release(self, end)
+
+    monkeypatch.setattr(execution.Execution, "_release", held_release)
+    job = service.submit(ticker(steps=8, delay=0.01))
+    with WorkerPool(service):
+        wait_step(service, job.id, 2)
+        service.pause(job.id)
+        assert stopped.wait(30)
+        with service.db.begin() as conn:  # what the pipeline's rollback does
+            locked = service.store.lock(conn, job.id)
+            assert locked.state == JobState.PAUSING
+            service.store.transition(conn, locked, JobState.RUNNING, paused_by=None)
+        flipped.set()
+        done = service.wait(job.id, timeout=30)
+    assert done.state == JobState.COMPLETED
+    kinds = [e["kind"] for e in service.events(job.id)]
+    assert kinds.count("running") == 2 and "paused" not in kinds
+    assert kinds[kinds.index("pausing") + 1] == "resumed"
+    reference = service.submit(straight)
+    with WorkerPool(service):
+        assert result(done) == result(service.wait(reference.id, timeout=30))
