@@ -144,12 +144,10 @@ class Execution:
                     store.record(conn, job_id, EventKind.EDIT_APPLIED, step=step,
                                  node_id=r["node_id"], edit_id=r["id"])  # fmt: skip
                 if pending:
-                    workflow = (result.workflow_checkpoint().workflow
-                                if isinstance(result, RunState) else result)  # fmt: skip
-                    if isinstance(result, RunState) and result.kind != "workflow":
-                        workflow = None
-                    if workflow is not None:
-                        store.set_workflow(conn, job_id, workflow)
+                    if not isinstance(result, RunState):  # a fresh job's edited workflow
+                        store.set_workflow(conn, job_id, result)
+                    elif result.kind == "workflow":
+                        store.set_workflow(conn, job_id, result.workflow_checkpoint().workflow)
                     store.write_modified(conn, job_id)
             return result
         raise JobConflict(job_id, "take its edits", self.job.state,

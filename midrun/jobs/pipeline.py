@@ -5,7 +5,6 @@ Jobs submitted meanwhile wait in the queue. Resume continues exactly the jobs it
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
@@ -79,24 +78,21 @@ def pause_pipeline(
             state="paused", version=row.version + 1, actor=actor, paused_at=now(),
             snapshot=snapshot))  # fmt: skip
     service.signals.poke_all()
-    deadline = time.monotonic() + timeout
-    with service.bus.awaiting(paused_ids) as woken:
-        while True:
-            woken.clear()
-            states = _states(service, paused_ids)
-            if all(s != JobState.PAUSING.value for s in states.values()):
-                break
-            left = deadline - time.monotonic()
-            if left <= 0:
-                stuck = sorted(j for j, s in states.items() if s == JobState.PAUSING.value)
-                _roll_back(service, actor, stuck)
-                raise PipelinePauseFailed(
-                    f"Job(s) {', '.join(stuck)} did not reach a control point within "
-                    f"{timeout} s (a long node without steps); the pipeline was not paused",
-                    jobs=stuck,
-                )
-            # Woken by this process's workers; those elsewhere are seen at the poll.
-            woken.wait(min(left, service.settings.poll_interval))
+    states: dict[str, str] = {}
+
+    def all_paused() -> bool:
+        states.update(_states(service, paused_ids))
+        return all(s != JobState.PAUSING.value for s in states.values())
+
+    if not service.bus.wait_until(paused_ids, all_paused, timeout,
+                                  service.settings.poll_interval):  # fmt: skip
+        stuck = sorted(j for j, s in states.items() if s == JobState.PAUSING.value)
+        _roll_back(service, actor, stuck)
+        raise PipelinePauseFailed(
+            f"Job(s) {', '.join(stuck)} did not reach a control point within {timeout} s "
+            "(a long node without steps); the pipeline was not paused",
+            jobs=stuck,
+        )
     with service.db.begin() as conn:  # said once every job it stopped is paused
         service.store.record(conn, None, EventKind.PIPELINE_PAUSED, actor=actor, **snapshot)
     return status(service)

@@ -23,6 +23,17 @@ from midrun.store.schema import job_debug_state, job_edits, job_events, jobs, no
 #: relay) can tell events it published itself from those of workers elsewhere.
 ORIGIN = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
+def announced(job_id: str | None, data: dict[str, Any], **columns: Any) -> dict[str, Any]:
+    """What an event carries when it is announced (without its ``type``): its data, its
+    job and those of the audit row's columns (step, node_id, actor, old, new) that are
+    set. The store announces its own rows so; the relay, other processes' rows."""
+    payload = {k: v for k, v in data.items() if k != "origin"}
+    if job_id is not None:
+        payload["job_id"] = job_id
+    payload.update((name, value) for name, value in columns.items() if value is not None)
+    return payload
+
+
 def _listed() -> Any:
     ended = [s.value for s in JobState if s.terminal]
     return or_(jobs.c.hidden_at.is_(None), jobs.c.state.not_in(ended))
@@ -366,13 +377,8 @@ class JobStore:
             {"job_id": job_id, "kind": kind.value, "actor": actor, "at": now(), "step": step,
              "node_id": node_id, "old": old, "new": new, "data": {**data, "origin": ORIGIN}},
         )  # fmt: skip
-        payload: dict[str, Any] = dict(data)
-        if job_id is not None:
-            payload["job_id"] = job_id
-        for name, value in (("step", step), ("node_id", node_id), ("actor", actor),
-                            ("old", old), ("new", new)):  # fmt: skip
-            if value is not None:
-                payload[name] = value
+        payload = announced(job_id, data, step=step, node_id=node_id, actor=actor, old=old,
+                            new=new)  # fmt: skip
         if kind.announced_first:
             self.bus.emit(kind, **payload)
         else:

@@ -9,7 +9,6 @@ applied, or a :class:`~midrun.jobs.states.JobConflict` carrying the state it fou
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -243,18 +242,15 @@ class Jobs:
     ) -> Job:
         """Block until the job is in one of ``states`` (default: any terminal state)."""
         wanted = {JobState(s) for s in states} if states else None
-        deadline = time.monotonic() + timeout
-        with self.bus.awaiting([job_id]) as woken:
-            while True:
-                woken.clear()
-                job = self.get(job_id)
-                if (job.state in wanted) if wanted else job.state.terminal:
-                    return job
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"job {job_id} is {job.state.value} after {timeout} s")
-                # Woken by this process's events; a worker elsewhere is seen at the poll.
-                woken.wait(min(left, self.settings.poll_interval))
+        seen: list[Job] = []
+
+        def arrived() -> bool:
+            seen.append(self.get(job_id))
+            return (seen[-1].state in wanted) if wanted else seen[-1].state.terminal
+
+        if not self.bus.wait_until([job_id], arrived, timeout, self.settings.poll_interval):
+            raise TimeoutError(f"job {job_id} is {seen[-1].state.value} after {timeout} s")
+        return seen[-1]
 
     # -- control -----------------------------------------------------------------------
 
@@ -284,8 +280,13 @@ class Jobs:
         front = self.settings.resume_first if front is None else front
         with self.db.begin() as conn:
             job = self.store.lock(conn, job_id)
-            check_action(job_id, "resume", job.state, job.request,
-                         label=None if step is None else f"step {step.value}")  # fmt: skip
+            if step is None:
+                check_action(job_id, "resume", job.state, job.request)
+            else:
+                check_action(job_id, "resume", job.state, job.request,
+                             label=f"step {step.value}",
+                             running="it is running; pause it (or let a breakpoint stop it) "
+                             "first")  # fmt: skip
             values: dict[str, Any] = {"paused_by": None}
             if step is not None:
                 values["request"] = step.command

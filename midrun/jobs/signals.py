@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,21 +107,30 @@ class EventBus:
 
         return unsubscribe
 
-    @contextmanager
-    def awaiting(self, job_ids: Iterable[str] | None = None) -> Iterator[threading.Event]:
-        """A flag set whenever an event about one of ``job_ids`` (any job if None) is
-        announced in this process: a thread waiting for jobs to change clears it, reads
-        their rows, and waits on it (with a timeout, its poll for other processes)."""
+    def wait_until(self, job_ids: Iterable[str], ready: Callable[[], bool], timeout: float,
+                   poll: float) -> bool:  # fmt: skip
+        """Block until ``ready()`` holds (True) or ``timeout`` seconds pass (False).
+        ``ready`` (which reads the jobs' rows) is asked again whenever an event about one
+        of ``job_ids`` is announced in this process, and every ``poll`` seconds for
+        workers in other processes."""
         woken = threading.Event()
-        ids = None if job_ids is None else set(job_ids)
+        ids = set(job_ids)
 
         def listener(event: dict[str, Any]) -> None:
-            if ids is None or event.get("job_id") in ids:
+            if event.get("job_id") in ids:
                 woken.set()
 
+        deadline = time.monotonic() + timeout
         unsubscribe = self.subscribe(listener)
         try:
-            yield woken
+            while True:
+                woken.clear()  # before the read: an event during it wakes the next wait
+                if ready():
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                woken.wait(min(left, poll))
         finally:
             unsubscribe()
 

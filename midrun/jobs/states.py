@@ -69,10 +69,6 @@ _HINTS = {
 }
 
 
-# Why a stepping resume of a running job is refused, said with the fix.
-_RUNNING_HINTS = {"resume": "it is running; pause it (or let a breakpoint stop it) first"}
-
-
 class JobConflict(MidrunError):
     """A control request that the job's current state does not allow (HTTP 409)."""
 
@@ -96,13 +92,13 @@ class JobNotFound(MidrunError):
 
 
 def check_action(job_id: str, action: str, state: JobState, request: str | None, *,
-                 label: str | None = None) -> None:  # fmt: skip
+                 label: str | None = None, running: str = "") -> None:  # fmt: skip
     """Raise :class:`JobConflict` unless ``action`` may act on a job in ``state``
-    (``label`` names the action in the conflict, e.g. ``step over`` for a resume)."""
+    (``label`` names the action in the conflict, e.g. ``step over`` for a resume;
+    ``running`` says why a running job is refused, with the fix)."""
     name = label or action
     if state not in ACTIONS[action]:
-        why = _RUNNING_HINTS.get(action, "") if state == JobState.RUNNING and label else ""
-        raise JobConflict(job_id, name, state, why)
+        raise JobConflict(job_id, name, state, running if state == JobState.RUNNING else "")
     if request == "abort" and action != "abort":
         raise JobConflict(job_id, name, state, "an abort is pending")
     if request == "abort" and action == "abort":

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from midrun.core.events import EventKind, kind_of
-from midrun.jobs.records import ORIGIN
+from midrun.jobs.records import ORIGIN, announced
 
 if TYPE_CHECKING:
     from midrun.server.hub import Hub
@@ -61,12 +61,6 @@ class Relay:
 def remote_event(row: dict[str, Any]) -> dict[str, Any]:
     """An audit row as the event its writer announced in its own process (the audit log
     and the bus share one vocabulary, :class:`EventKind`)."""
-    data = {k: v for k, v in (row.get("data") or {}).items() if k != "origin"}
-    event = {"type": EventKind(row["kind"]).type, "job_id": row["job_id"], **data,
-             "remote": True}  # fmt: skip
-    for name in ("step", "actor", "old", "new"):  # the columns its writer announced too
-        if row.get(name) is not None:
-            event[name] = row[name]
-    if row.get("node_id") is not None:
-        event["node_id"] = row["node_id"]
-    return event
+    columns = {name: row.get(name) for name in ("step", "node_id", "actor", "old", "new")}
+    payload = announced(row["job_id"], row.get("data") or {}, **columns)
+    return {"type": EventKind(row["kind"]).type, **payload, "remote": True}

@@ -92,9 +92,7 @@ class LocalArtifacts:
 
     def has_run_state(self, job_id: str) -> bool:
         """Whether the job has a checkpoint to resume from (nothing is read)."""
-        directory = self._checkpoint_dir(job_id)
-        old = directory.with_name(f".{directory.name}.old")
-        return (directory / "run.json").is_file() or (old / "run.json").is_file()
+        return RunState.locate(self._checkpoint_dir(job_id)) is not None
 
     def load_run_state(self, job_id: str) -> RunState | None:
         directory = self._checkpoint_dir(job_id)
