@@ -4,6 +4,12 @@ Only output nodes (or ``partial_execution_targets``) and their ancestors are che
 run. Each problem is an :class:`ErrorInfo` filed under its node in ``node_errors``
 (``{node_id: {errors, dependent_outputs, class_type}}``); the top-level ``error`` says why
 the workflow as a whole cannot run.
+
+Two limits keep one prompt from exhausting the server (a megabyte of prompt text is
+thousands of text-encoder passes and gigabytes of memory): ``MAX_NODES`` nodes per
+workflow (``prompt_too_large``) and ``MAX_TEXT_CHARS`` characters per text input
+(``value_too_long``, under its node). Edits are validated here too, so they hold for
+mid-run edits as well.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from midrun.core.errors import ErrorInfo
 from midrun.graph.registry import NodeRegistry
 from midrun.graph.types import ANY, BOOLEAN, COMBO, FLOAT, INT, STRING, InputSpec, NodeType
 from midrun.graph.workflow import Workflow, as_link, is_link
+
+MAX_NODES = 5_000  # ComfyUI's largest shipped templates have a few hundred
+MAX_TEXT_CHARS = 20_000  # ~5,000 CLIP tokens: 65 text-encoder windows
 
 
 @dataclass(slots=True)
@@ -183,6 +192,18 @@ class _Validator:
             )
             return False
         self.workflow.nodes[node_id].inputs[name] = coerced
+        if input_spec.type == STRING and len(coerced) > MAX_TEXT_CHARS:
+            self.add(
+                node_id,
+                ErrorInfo(
+                    "value_too_long",
+                    f"Text of {len(coerced)} characters longer than the limit of "
+                    f"{MAX_TEXT_CHARS}",
+                    f"{name}: shorten it to at most {MAX_TEXT_CHARS} characters",
+                    {**extra, "received_value": coerced[:200] + "...", "limit": MAX_TEXT_CHARS},
+                ),
+            )
+            return False
         if input_spec.type in (INT, FLOAT):
             if input_spec.min is not None and coerced < input_spec.min:
                 self.add(
@@ -229,8 +250,8 @@ def coerce(type_name: str, value: Any) -> Any:
     if type_name == FLOAT:
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             result = float(value)
-            if math.isnan(result):
-                raise ValueError("NaN is not a usable value")
+            if not math.isfinite(result):
+                raise ValueError(f"{result} is not a usable value")
             return result
         raise TypeError(f"expected a number, got {type(value).__name__}")
     if type_name == STRING:
@@ -340,6 +361,14 @@ def validate(
     if copy:
         workflow = workflow.copy()
     result = ValidationResult(workflow)
+    if len(workflow.nodes) > MAX_NODES:
+        result.error = ErrorInfo(
+            "prompt_too_large",
+            f"The prompt has {len(workflow.nodes)} nodes; at most {MAX_NODES} are run",
+            "Split it into smaller prompts",
+            {"nodes": len(workflow.nodes), "limit": MAX_NODES},
+        )
+        return result
 
     missing_class = [n for n, s in workflow.nodes.items() if not s.class_type]
     if missing_class:

@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -28,7 +30,7 @@ from midrun.server import (
     userdata,
 )
 from midrun.server.auth import AuthMiddleware
-from midrun.server.errors import midrun_error
+from midrun.server.errors import midrun_error, server_fault
 from midrun.server.state import Server
 
 OPEN_PREFIXES = ("/assets/", "/extensions/", "/scripts/", "/templates/", "/fonts/", "/cursor/",
@@ -65,6 +67,34 @@ class BodyLimit:
             await self.app(scope, limited, send)
         except _TooLarge:
             await _too_large(send, self.limit)
+
+
+class Faults:
+    """Answers an exception no route turned into an error as JSON (:func:`server_fault`)
+    and keeps the connection usable; Starlette's own last resort would answer plain
+    text and re-raise, and the server would then drop the client's connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:
+                raise
+            response = await server_fault(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 class _TooLarge(Exception):
@@ -106,6 +136,7 @@ def create_app(server: Server) -> Starlette:
 
     config = server.config
     middleware = [
+        Middleware(Faults),
         Middleware(BodyLimit, limit=config.max_body_bytes),
         Middleware(AuthMiddleware, users=server.users, required=config.requires_auth,
                    open_prefixes=OPEN_PREFIXES),
@@ -114,6 +145,7 @@ def create_app(server: Server) -> Starlette:
         middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
                                         allow_methods=["*"], allow_headers=["*"]))  # fmt: skip
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={MidrunError: midrun_error})  # fmt: skip
+                    exception_handlers={MidrunError: midrun_error, OSError: server_fault,
+                                        SQLAlchemyError: server_fault})  # fmt: skip
     app.state.server = server
     return app

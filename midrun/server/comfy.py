@@ -23,8 +23,9 @@ from midrun.jobs import breakpoints
 from midrun.jobs.records import Job
 from midrun.jobs.states import JobConflict, JobNotFound, JobState
 from midrun.server.auth import current_user
-from midrun.server.errors import HTTPError, json_body
+from midrun.server.errors import HTTPError
 from midrun.server.hub import queue_remaining
+from midrun.server.requests import body_of
 from midrun.server.routing import both, both_ws, server_of
 from midrun.server.userdata import preview_interval
 from midrun.store.schema import now
@@ -53,7 +54,7 @@ def ms(at: datetime | None) -> int | None:
 async def post_prompt(request: Request) -> Response:
     server = server_of(request)
     user = current_user(request)
-    body = await json_body(request)
+    body = await body_of(request)
     prompt = body.get("prompt")
     if not isinstance(prompt, dict) or not prompt:
         return _prompt_error("no_prompt", "No prompt provided",
@@ -147,7 +148,7 @@ async def get_queue(request: Request) -> Response:
 async def post_queue(request: Request) -> Response:
     server = server_of(request)
     user = current_user(request)
-    body = await json_body(request)
+    body = await body_of(request)
     targets: list[str] = []
     if body.get("clear"):
         pending = await run_in_threadpool(server.jobs.list, states=[JobState.QUEUED])
@@ -194,7 +195,7 @@ async def post_interrupt(request: Request) -> Response:
     """Stop the running prompt (``prompt_id``), or every running prompt the caller may
     control. midrun aborts it; what finished is kept."""
     server = server_of(request)
-    body = await json_body(request, default={}, expect=None)
+    body = await body_of(request, default={}, expect=None)
     prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
     active = [JobState.RUNNING, JobState.PAUSING, JobState.PAUSED]
     running = await run_in_threadpool(server.jobs.list, states=active)
@@ -208,7 +209,7 @@ async def post_interrupt(request: Request) -> Response:
 
 async def post_free(request: Request) -> Response:
     server = server_of(request)
-    body = await json_body(request, default={})
+    body = await body_of(request, default={})
     if server.runtime is not None and (body.get("unload_models") or body.get("free_memory")):
         await run_in_threadpool(server.free_memory)  # every worker's runtime
     return Response(status_code=200)

@@ -64,12 +64,19 @@ async def abort_job(request: Request) -> Response:
     return ok(job_json(await call(jobs_of(request).abort, job.id, reason, actor=user.name)))
 
 
+MAX_EDITS = 64  # edits in one request
+
+
 def parse_edits(body: Mapping[str, Any]) -> list[EditRequest]:
     """``{"edits": [{node_id, input, value}, ...]}`` or one ``{node_id, input, value}``."""
     items = field(body, "edits", list) if "edits" in body else [body]
     if not items:
         raise HTTPError(400, "invalid_edit", "'edits' is empty: give at least one "
                         "{node_id, input, value}")  # fmt: skip
+    if len(items) > MAX_EDITS:
+        # each edit is checked against the checkpoint with every pending edit replayed
+        raise HTTPError(413, "too_many_edits", f"{len(items)} edits in one request; at most "
+                        f"{MAX_EDITS} are taken at once", limit=MAX_EDITS)  # fmt: skip
     edits = []
     for i, item in enumerate(items):
         where = f"edits[{i}]" if "edits" in body else "the body"

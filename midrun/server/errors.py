@@ -3,6 +3,8 @@ kind of mistake it was; state conflicts are 409 and carry the state found."""
 
 from __future__ import annotations
 
+import errno
+import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -24,6 +26,8 @@ STATUS = {
     "unauthorized": 401,
     "forbidden": 403,
     "payload_too_large": 413,
+    "too_many_edits": 413,
+    "insufficient_storage": 507,
 }
 
 
@@ -57,20 +61,42 @@ def error(status: int, type_: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": {"type": type_, "message": message, **extra}}, status)
 
 
-async def json_body(request: Request, *, default: Any = ..., expect: type | None = dict) -> Any:
-    """The request's JSON, or a 400 that says what was wrong with it."""
-    raw = await request.body()
-    if not raw.strip():
-        if default is not ...:
-            return default
-        raise HTTPError(400, "invalid_json", "The request needs a JSON body")
-    import json
+# -- faults that are not the caller's ---------------------------------------------------
 
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPError(400, "invalid_json", f"The body is not valid JSON: {exc}") from exc
-    if expect is not None and not isinstance(data, expect):
-        kind = "object" if expect is dict else expect.__name__
-        raise HTTPError(400, "invalid_json", f"The body must be a JSON {kind}")
-    return data
+log = logging.getLogger("midrun.server")
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk or the database is full: an
+    ``OSError`` ENOSPC / EDQUOT, SQLite's "database or disk is full", PostgreSQL's
+    SQLSTATE 53100 (disk_full)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _FULL:
+            return True
+        if getattr(current, "sqlstate", None) == "53100":
+            return True
+        if "database or disk is full" in str(current):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
+
+
+def insufficient_storage(what: str) -> HTTPError:
+    return HTTPError(507, "insufficient_storage", f"{what}: the server's disk is full; "
+                     "nothing was changed. Free space on it and try again")  # fmt: skip
+
+
+async def server_fault(request: Request, exc: Exception) -> JSONResponse:
+    """Anything a route did not turn into an error of its own: a full disk is a 507 (and
+    what the request would have written is not there); anything else is logged and
+    answered as JSON, never as a bare traceback."""
+    if disk_full(exc):
+        return await midrun_error(request, insufficient_storage(f"{request.method} "
+                                                                f"{request.url.path}"))  # fmt: skip
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error(500, "internal_error", f"The server failed on {request.method} "
+                 f"{request.url.path} ({type(exc).__name__}); the error is in its log")  # fmt: skip

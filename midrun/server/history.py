@@ -15,7 +15,8 @@ from midrun.jobs.records import Job
 from midrun.jobs.states import JobNotFound, JobState
 from midrun.server.auth import current_user
 from midrun.server.comfy import execution_error, ms, queue_item
-from midrun.server.errors import HTTPError, json_body
+from midrun.server.errors import HTTPError
+from midrun.server.requests import body_of
 from midrun.server.routing import both, server_of
 
 
@@ -82,7 +83,7 @@ async def get_history_item(request: Request) -> Response:
 async def post_history(request: Request) -> Response:
     server = server_of(request)
     user = current_user(request)
-    body = await json_body(request)
+    body = await body_of(request)
     ids: list[str] | None = None
     if not body.get("clear"):
         delete = body.get("delete") or []

@@ -21,8 +21,12 @@ from midrun.server.comfy import (
     execution_error,
     ms,
 )
-from midrun.server.errors import HTTPError, json_body
+from midrun.server.errors import HTTPError
+from midrun.server.requests import body_of
 from midrun.server.routing import server_of
+
+MAX_PAGE = 10_000  # jobs in one page of the listing
+MAX_OFFSET = 2**62
 
 
 def job_object(job: Job, *, detail: bool = False) -> dict[str, Any]:
@@ -90,12 +94,14 @@ async def list_jobs(request: Request) -> Response:
         limit = int(q["limit"]) if q.get("limit") else None
     except ValueError:
         return JSONResponse({"error": "limit must be an integer"}, 400)
-    if limit is not None and limit <= 0:
-        return JSONResponse({"error": "limit must be a positive integer"}, 400)
+    if limit is not None and not 0 < limit <= MAX_PAGE:
+        return JSONResponse({"error": f"limit must be between 1 and {MAX_PAGE}"}, 400)
     try:
         offset = max(int(q.get("offset") or 0), 0)
     except ValueError:
         return JSONResponse({"error": "offset must be an integer"}, 400)
+    if offset > MAX_OFFSET:  # the databases' 64-bit integers
+        return JSONResponse({"error": f"offset must be at most {MAX_OFFSET}"}, 400)
     states = [s for s, name in COMFY_STATUS.items() if not wanted or name in wanted]
     workflow_id = q.get("workflow_id")
     store = server.jobs.store
@@ -141,9 +147,10 @@ async def cancel_job(request: Request) -> Response:
 
 async def cancel_jobs(request: Request) -> Response:
     try:
-        body = await json_body(request)
-    except HTTPError:
-        return JSONResponse({"error": "Request body must be valid JSON"}, 400)
+        body = await body_of(request)
+    except HTTPError as exc:  # ComfyUI answers this route's errors as a bare string
+        return JSONResponse({"error": f"Request body must be valid JSON: {exc.message}"},
+                            exc.status)  # fmt: skip
     ids = body.get("job_ids")
     if not isinstance(ids, list):
         return JSONResponse({"error": "job_ids must be a list"}, 400)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -35,54 +36,88 @@ def ok(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status_code=status)
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+MAX_DEPTH = 64  # nesting of a JSON body (a canvas workflow with subgraphs is ~12 deep)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a code unit JSON decoding left unpaired
 
 
-def _finite(text: str) -> float:
+class _NotANumber:
+    """What a body said where JSON has no number (``NaN``, ``Infinity``, ``1e999``): kept
+    as a marker while parsing so the refusal can name the field it is in."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _number(text: str) -> float | _NotANumber:
     value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} is out of range for a number")
-    return value
+    return value if math.isfinite(value) else _NotANumber(text)
 
 
-async def body_of(request: Request, *, default: Any = ...) -> Any:
-    """The request's JSON object (``default`` when the body is empty), or a 400."""
-    raw = await request.body()
-    limit = request.app.state.server.config.max_json_bytes
+def parse_json(raw: bytes, limit: int) -> Any:
+    """Strict JSON, as every route reads it: at most ``limit`` bytes (413), UTF-8, numbers
+    finite, no NUL characters or unpaired surrogates in strings and keys (PostgreSQL
+    cannot store them, and a stored NaN would break every later read), nested at most
+    ``MAX_DEPTH`` deep. A refusal is a 400 that names the field."""
     if len(raw) > limit:
-        raise HTTPError(413, "payload_too_large", f"JSON bodies are limited to {limit} bytes")
+        raise HTTPError(413, "payload_too_large", f"JSON bodies are limited to {limit} bytes",
+                        limit=limit)  # fmt: skip
+    try:
+        data = json.loads(raw, parse_constant=_NotANumber, parse_float=_number)
+    except RecursionError:
+        raise HTTPError(400, "invalid_json", f"The body is nested more than {MAX_DEPTH} "
+                        "levels deep", limit=MAX_DEPTH) from None  # fmt: skip
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
+    _check_values(data)
+    return data
+
+
+def _check_values(data: Any) -> None:
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise HTTPError(400, "invalid_json", f"The body is nested more than {MAX_DEPTH} "
+                            f"levels deep (at {where})", field=where, limit=MAX_DEPTH)  # fmt: skip
+        if isinstance(value, str):
+            _check_text(value, where or "the body")
+        elif isinstance(value, _NotANumber):
+            raise HTTPError(400, "invalid_json", f"{where or 'The body'} is {value.text}: JSON "
+                            "numbers must be finite", field=where)  # fmt: skip
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                path = f"{where}.{key}" if where else key
+                _check_text(key, f"the key {path[:80]!r}")
+                stack.append((item, path, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+
+
+def _check_text(text: str, where: str) -> None:
+    if "\x00" in text:
+        raise HTTPError(400, "invalid_json", f"{where} contains a NUL character (\\u0000), "
+                        "which cannot be stored", field=where)  # fmt: skip
+    if _SURROGATE.search(text):
+        raise HTTPError(400, "invalid_json", f"{where} contains an unpaired UTF-16 surrogate "
+                        "(\\ud800-\\udfff), which is not text", field=where)  # fmt: skip
+
+
+async def body_of(request: Request, *, default: Any = ..., expect: type | None = dict) -> Any:
+    """The request's JSON (an object unless ``expect`` says otherwise; ``default`` when
+    the body is empty), read by :func:`parse_json`, or a 4xx saying what was wrong."""
+    raw = await request.body()
     if not raw.strip():
         if default is not ...:
             return default
         raise HTTPError(400, "invalid_json", "The request needs a JSON object body")
-    try:
-        data = json.loads(raw, parse_constant=_no_constants, parse_float=_finite)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise HTTPError(400, "invalid_json", f"The body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
+    data = parse_json(raw, request.app.state.server.config.max_json_bytes)
+    if expect is not None and not isinstance(data, expect):
+        kind = "a JSON object" if expect is dict else _KINDS.get(expect, expect.__name__)
         raise HTTPError(400, "invalid_json",
-                        f"The body must be a JSON object, not {type(data).__name__}")
-    if _has_nul(data):
-        raise HTTPError(400, "invalid_json", "Strings in the body must not contain NUL "
-                        "characters (\\u0000)")  # fmt: skip
+                        f"The body must be {kind}, not {type(data).__name__}")
     return data
-
-
-def _has_nul(value: Any) -> bool:
-    """Whether a NUL character hides in a JSON value (PostgreSQL refuses to store one)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
 
 
 _KINDS: dict[type, str] = {str: "a string", bool: "true or false", int: "an integer",

@@ -26,7 +26,8 @@ from starlette.routing import BaseRoute
 
 from midrun.jobs.previews import MAX_EVERY
 from midrun.server.auth import current_user
-from midrun.server.errors import HTTPError, json_body
+from midrun.server.errors import HTTPError, disk_full, insufficient_storage
+from midrun.server.requests import body_of
 from midrun.server.routing import both
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,8 @@ def preview_interval(request: Request) -> int | None:
 def read_settings(path: Path) -> dict[str, Any]:
     """The stored settings; the first read seeds (and stores) midrun's defaults."""
     try:
-        data = json.loads(path.read_text("utf-8"))
+        # NaN / Infinity stored before bodies were read strictly read as null
+        data = json.loads(path.read_text("utf-8"), parse_constant=lambda _: None)
     except FileNotFoundError:
         data = dict(DEFAULT_SETTINGS)
         atomic_write(path, json.dumps(data, indent=1).encode())
@@ -204,7 +206,7 @@ async def get_settings(request: Request) -> JSONResponse:
 
 
 async def post_settings(request: Request) -> Response:
-    changes = await json_body(request)
+    changes = await body_of(request)
     update_settings(_settings_path(request), changes)
     return Response(status_code=200)
 
@@ -217,7 +219,7 @@ async def get_setting(request: Request) -> JSONResponse:
 
 
 async def post_setting(request: Request) -> Response:
-    value = await json_body(request, expect=None)
+    value = await body_of(request, expect=None)
     update_settings(_settings_path(request), {request.path_params["id"]: value})
     return Response(status_code=200)
 
@@ -363,6 +365,8 @@ async def _write(request: Request, root: Path, path: Path) -> Response:
     try:
         atomic_write(path, body)
     except OSError as exc:
+        if disk_full(exc):
+            raise insufficient_storage(f"Writing {path.name}") from None
         raise Refused(400, f"Could not write the file: {exc.strerror or exc}") from None
     return _written(request, root, path)
 
@@ -382,6 +386,8 @@ async def _move(request: Request, source: str, dest: str) -> Response:
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src, dst)
     except OSError as exc:
+        if disk_full(exc):
+            raise insufficient_storage(f"Moving {src.name}") from None
         raise Refused(400, f"Could not move the file: {exc.strerror or exc}") from None
     return _written(request, root, dst)
 
