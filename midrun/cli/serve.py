@@ -8,6 +8,7 @@ The server's settings come from ``MIDRUN_*`` environment variables, then the fla
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -86,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from midrun.server.app import create_app
-    from midrun.server.auth import Users
+    from midrun.server.auth import RedactTokens, Users
     from midrun.server.state import Server
 
     config = server_config(args)
@@ -98,8 +99,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(server)
     for line in banner(config, len(Users(tokens_file(config)).list())):
         print(line, flush=True)
-    uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, ws="websockets-sansio",
-                                  lifespan="on", log_level=args.log_level)).run()  # fmt: skip
+    settings = uvicorn.Config(app, host=config.host, port=config.port, ws="websockets-sansio",
+                              lifespan="on", log_level=args.log_level)  # logging set up here
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    uvicorn.Server(settings).run()
     return 0
 
 

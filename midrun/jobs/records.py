@@ -166,8 +166,11 @@ class JobStore:
         with self.db.read() as conn:
             return [Job.from_row(r) for r in conn.execute(query)]
 
-    def count(self, *, states: list[JobState] | None = None, listed_only: bool = False) -> int:
+    def count(self, *, states: list[JobState] | None = None, listed_only: bool = False,
+              owner: str | None = None) -> int:  # fmt: skip
         query = select(func.count()).select_from(jobs)
+        if owner is not None:
+            query = query.where(jobs.c.owner == owner)
         if states:
             query = query.where(jobs.c.state.in_([s.value for s in states]))
         if listed_only:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from midrun.core.errors import MidrunError
 from midrun.core.events import EventKind
@@ -39,10 +40,21 @@ from midrun.jobs.previews import preview_every
 from midrun.jobs.records import Job, JobStore
 from midrun.jobs.settings import JobSettings
 from midrun.jobs.signals import EventBus, Signals
-from midrun.jobs.states import JobConflict, JobState, check_action
+from midrun.jobs.states import JobConflict, JobNotFound, JobState, check_action
 from midrun.store.artifacts import ArtifactStore, LocalArtifacts, check_key
 from midrun.store.database import Database
 from midrun.store.schema import job_debug_state, jobs, now
+
+
+class DuplicateJobId(MidrunError):
+    """A job was submitted with the id of one that exists (whose it is is not said: it
+    may be another user's)."""
+
+    type = "duplicate_prompt_id"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"The id {job_id} is already taken by a job; submit with another "
+                         "prompt_id, or none to get a new one", prompt_id=job_id)
 
 
 class Jobs:
@@ -166,19 +178,33 @@ class Jobs:
         for row in rows:
             for bp in (breakpoints or {}).get(row["id"], ()):
                 check_nodes(bp, job_nodes(row["kind"], row["workflow"]), f"job {row['id']}")
-        with self.db.begin() as conn:
-            number = self.store.next_number(conn, front=front)
-            for i, row in enumerate(rows):
-                row["number"] = number - i if front else number + i
-            self.store.insert(conn, rows)
-            for row in rows:
-                self.store.record(conn, row["id"], EventKind.QUEUED, actor=row.get("owner"),
-                                  number=row["number"])  # fmt: skip
-                for bp in (breakpoints or {}).get(row["id"], ()):
-                    insert_breakpoint(self, conn, bp, job_id=row["id"], actor=row.get("owner"))
+        try:
+            with self.db.begin() as conn:
+                number = self.store.next_number(conn, front=front)
+                for i, row in enumerate(rows):
+                    row["number"] = number - i if front else number + i
+                self.store.insert(conn, rows)
+                for row in rows:
+                    self.store.record(conn, row["id"], EventKind.QUEUED,
+                                      actor=row.get("owner"), number=row["number"])  # fmt: skip
+                    for bp in (breakpoints or {}).get(row["id"], ()):
+                        insert_breakpoint(self, conn, bp, job_id=row["id"],
+                                          actor=row.get("owner"))  # fmt: skip
+        except IntegrityError:
+            taken = [r["id"] for r in rows if self._exists(r["id"])]
+            if not taken:
+                raise
+            raise DuplicateJobId(taken[0]) from None
         created = [Job.from_mapping(row) for row in rows]
         self.signals.wake_workers(len(created))
         return created
+
+    def _exists(self, job_id: str) -> bool:
+        try:
+            self.store.get(job_id)
+        except JobNotFound:
+            return False
+        return True
 
     # -- reading -----------------------------------------------------------------------
 

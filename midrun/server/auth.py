@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -49,12 +50,21 @@ class Users:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._cached: tuple[tuple[int, int, int] | None, dict[str, Any]] = (None, {})
 
     def _read(self) -> dict[str, Any]:
+        """The file's users, read again only when it changed (its inode, size or
+        modification time), not on every request."""
         try:
-            return json.loads(self.path.read_text("utf-8"))
+            info = self.path.stat()
         except FileNotFoundError:
             return {"users": {}}
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+        seen, data = self._cached
+        if seen != stamp:
+            data = json.loads(self.path.read_text("utf-8"))
+            self._cached = (stamp, data)
+        return json.loads(json.dumps(data))  # callers may change their copy
 
     def _write(self, data: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,11 +100,14 @@ class Users:
         return found
 
     def verify(self, token: str) -> User | None:
+        """The token's user. Every entry is compared, found or not, so the time taken
+        says nothing about the token."""
         digest = _digest(token)
+        found: User | None = None
         for name, entry in self._read()["users"].items():
-            if hmac.compare_digest(entry.get("token_sha256", ""), digest):
-                return User(name, entry["role"])
-        return None
+            if hmac.compare_digest(entry.get("token_sha256", ""), digest) and found is None:
+                found = User(name, entry["role"])
+        return found
 
 
 def _digest(token: str) -> str:
@@ -160,6 +173,27 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, had_token: bool) -
     await send({"type": "http.response.body", "body": body})
 
 
+_TOKEN_VALUE = re.compile(r"(?<=[?&]token=)[^&\s\"]*")
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with every ``token=`` query value replaced (for logs)."""
+    return _TOKEN_VALUE.sub("[redacted]", text)
+
+
+class RedactTokens(logging.Filter):
+    """Keeps ``?token=`` values out of a log (uvicorn's access log puts the full path,
+    query included, in its record's arguments)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_tokens(a) if isinstance(a, str) else a
+                                for a in record.args)  # fmt: skip
+        if isinstance(record.msg, str):
+            record.msg = redact_tokens(record.msg)
+        return True
+
+
 def current_user(conn: HTTPConnection) -> User:
     user = conn.scope.get("user")
     if user is None:
@@ -173,6 +207,18 @@ def require_admin(conn: HTTPConnection) -> User:
         raise HTTPError(403, "forbidden",
                         f"Only an admin may do this; {user.name} is a {user.role}")
     return user
+
+
+def visible_owner(conn: HTTPConnection) -> str | None:
+    """Whose jobs the caller may see: ``None`` (everyone's) for an admin, else their own
+    name. The one rule every listing (queue, history, jobs) filters by."""
+    user = current_user(conn)
+    return None if user.admin else user.name
+
+
+def may_see(conn: HTTPConnection, owner: str | None) -> bool:
+    viewer = visible_owner(conn)
+    return viewer is None or owner == viewer
 
 
 def check_owner(conn: HTTPConnection, owner: str | None, what: str) -> User:

@@ -22,7 +22,7 @@ from midrun.engine.executor import WorkflowInvalidError
 from midrun.jobs import breakpoints
 from midrun.jobs.records import Job
 from midrun.jobs.states import JobConflict, JobNotFound, JobState
-from midrun.server.auth import current_user
+from midrun.server.auth import current_user, may_see, require_admin
 from midrun.server.errors import HTTPError
 from midrun.server.hub import queue_remaining
 from midrun.server.requests import body_of
@@ -141,6 +141,8 @@ async def get_queue(request: Request) -> Response:
     running = await run_in_threadpool(server.jobs.list, states=active)
     pending = await run_in_threadpool(server.jobs.list, states=[JobState.QUEUED])
     registry = server.registry
+    running = [j for j in running if may_see(request, j.owner)]
+    pending = [j for j in pending if may_see(request, j.owner)]
     return JSONResponse({"queue_running": [queue_item(j, registry) for j in running],
                          "queue_pending": [queue_item(j, registry) for j in pending]})  # fmt: skip
 
@@ -208,6 +210,7 @@ async def post_interrupt(request: Request) -> Response:
 
 
 async def post_free(request: Request) -> Response:
+    require_admin(request)  # the models are everyone's
     server = server_of(request)
     body = await body_of(request, default={})
     if server.runtime is not None and (body.get("unload_models") or body.get("free_memory")):

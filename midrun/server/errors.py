@@ -21,6 +21,7 @@ STATUS = {
     "breakpoint_not_found": 404,
     "not_found": 404,
     "job_state_conflict": 409,
+    "duplicate_prompt_id": 409,
     "pipeline_state_conflict": 409,
     "pipeline_pause_failed": 409,
     "unauthorized": 401,

@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute
 from midrun.jobs import history
 from midrun.jobs.records import Job
 from midrun.jobs.states import JobNotFound, JobState
-from midrun.server.auth import current_user
+from midrun.server.auth import current_user, may_see
 from midrun.server.comfy import execution_error, ms, queue_item
 from midrun.server.errors import HTTPError
 from midrun.server.requests import body_of
@@ -61,6 +61,7 @@ async def get_history(request: Request) -> Response:
     max_items = _int_param(request, "max_items", None)
     offset = _int_param(request, "offset", -1)
     ended = await run_in_threadpool(history.ended_jobs, server.jobs)
+    ended = [j for j in ended if may_see(request, j.owner)]
     if offset is not None and offset < 0 and max_items is not None:
         offset = len(ended) - max_items
     start = max(offset or 0, 0)
@@ -75,7 +76,8 @@ async def get_history_item(request: Request) -> Response:
         job = await run_in_threadpool(server.jobs.get, prompt_id)
     except JobNotFound:
         return JSONResponse({})
-    if job.state not in history.ENDED or job.hidden_at is not None:
+    if (job.state not in history.ENDED or job.hidden_at is not None
+            or not may_see(request, job.owner)):  # fmt: skip
         return JSONResponse({})
     return JSONResponse({job.id: history_entry(job, server.registry)})
 

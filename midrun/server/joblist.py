@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from midrun.jobs.records import Job
 from midrun.jobs.states import JobNotFound, JobState
+from midrun.server.auth import may_see, visible_owner
 from midrun.server.comfy import (
     COMFY_STATUS,
     STATUSES,
@@ -105,17 +106,20 @@ async def list_jobs(request: Request) -> Response:
     states = [s for s, name in COMFY_STATUS.items() if not wanted or name in wanted]
     workflow_id = q.get("workflow_id")
     store = server.jobs.store
+    owner = visible_owner(request)
     if sort_by == "created_at" and not workflow_id:  # the frontend's query: paged in SQL
         page_jobs = await run_in_threadpool(
             lambda: store.list(states=states, listed_only=True, limit=limit, offset=offset,
-                               newest_first=order == "desc",
+                               owner=owner, newest_first=order == "desc",
                                oldest_first=order == "asc"))  # fmt: skip
-        total = await run_in_threadpool(lambda: store.count(states=states, listed_only=True))
+        total = await run_in_threadpool(lambda: store.count(states=states, listed_only=True,
+                                                                  owner=owner))  # fmt: skip
         page = [job_object(j) for j in page_jobs]
         return JSONResponse({"jobs": page, "pagination": {
             "offset": offset, "limit": limit, "total": total,
             "has_more": offset + len(page) < total}})  # fmt: skip
-    found = await run_in_threadpool(lambda: store.list(states=states, listed_only=True))
+    found = await run_in_threadpool(lambda: store.list(states=states, listed_only=True,
+                                                       owner=owner))  # fmt: skip
     objects = [job_object(j) for j in found]
     if workflow_id:
         objects = [o for o in objects if o.get("workflow_id") == workflow_id]
@@ -136,6 +140,8 @@ async def get_job(request: Request) -> Response:
     try:
         job = await run_in_threadpool(server.jobs.get, request.path_params["job_id"])
     except JobNotFound:
+        return JSONResponse({"error": "Job not found"}, 404)
+    if not may_see(request, job.owner):  # as if absent: ids of others' jobs are not told
         return JSONResponse({"error": "Job not found"}, 404)
     return JSONResponse(job_object(job, detail=True))
 

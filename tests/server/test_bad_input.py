@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from itertools import product
 from typing import Any
@@ -210,3 +211,16 @@ def test_no_route_answers_a_5xx_to_wrong_bodies(server: LiveServer, http: httpx.
                         failures.append(f"{asked} -> {exc!r}")
     assert tried > 1000
     assert not failures, "\n".join(failures[:20])
+
+
+def test_a_duplicate_prompt_id_is_refused_without_saying_whose_it_is(
+    http: httpx.Client,
+) -> None:
+    prompt_id = str(uuid.uuid4())
+    first = http.post("/prompt", json={"prompt": txt2img(steps=1), "prompt_id": prompt_id})
+    assert first.status_code == 200, first.text
+    again = http.post("/prompt", json={"prompt": txt2img(steps=1), "prompt_id": prompt_id})
+    assert again.status_code == 400, again.text
+    error = error_of(again)
+    assert error["type"] == "duplicate_prompt_id"
+    assert "local" not in again.text  # the owner of the job that holds the id

@@ -146,7 +146,8 @@ def test_history_and_jobs_listing(live: LiveServer, http: httpx.Client) -> None:
 
 @pytest.mark.parametrize("query, message", [
     ({"status": "done"}, "Invalid status value(s): done"),
-    ({"limit": "0"}, "limit must be a positive integer"),
+    ({"limit": "0"}, "limit must be between 1 and 10000"),
+    ({"limit": str(10**20)}, "limit must be between 1 and 10000"),
     ({"limit": "x"}, "limit must be an integer"),
     ({"sort_by": "name"}, "sort_by"),
     ({"sort_order": "up"}, "sort_order"),

@@ -157,3 +157,69 @@ def test_events_of_a_worker_in_another_process_reach_clients(tmp_path: Path) -> 
         assert "execution_interrupted" in seen
     finally:
         live.stop()
+
+
+def test_creators_see_only_their_own_jobs_through_comfyui_routes(tmp_path: Path) -> None:
+    live = start_server(make_config(tmp_path, auth=True, workers=False))
+    try:
+        users = live.server.users
+        headers = {name: {"Authorization": f"Bearer {users.create(name, role)}"}
+                   for name, role in (("ana", "creator"), ("bob", "creator"),
+                                      ("root", "admin"))}  # fmt: skip
+        clients = {name: live.client(headers=h) for name, h in headers.items()}
+        ana, bob, root = clients["ana"], clients["bob"], clients["root"]
+        queued = ana.post("/prompt", json={"prompt": txt2img(steps=1)}).json()["prompt_id"]
+        ended = ana.post("/prompt", json={"prompt": txt2img(steps=1)}).json()["prompt_id"]
+        assert ana.post(f"/api/jobs/{ended}/abort").status_code == 200
+
+        def queue_ids(http: httpx.Client) -> set[str]:
+            queue = http.get("/queue").json()
+            return {item[1] for item in queue["queue_running"] + queue["queue_pending"]}
+
+        for http, sees in ((ana, True), (root, True), (bob, False)):
+            assert (queued in queue_ids(http)) is sees
+            listed = {j["id"] for j in http.get("/api/jobs").json()["jobs"]}
+            assert ({queued, ended} <= listed) is sees
+            assert bool(listed & {queued, ended}) is sees
+            assert (http.get(f"/api/jobs/{queued}").status_code == 200) is sees
+            assert (ended in http.get("/history").json()) is sees
+            assert (ended in http.get(f"/history/{ended}").json()) is sees
+        assert bob.get(f"/api/jobs/{queued}").json() == {"error": "Job not found"}
+
+        assert bob.post("/free", json={"unload_models": True}).status_code == 403
+        assert root.post("/free", json={"unload_models": True}).status_code == 200
+        for http in clients.values():
+            http.close()
+    finally:
+        live.stop()
+
+
+def test_token_values_never_reach_the_access_log() -> None:
+    import logging
+
+    from uvicorn.logging import AccessFormatter
+
+    from midrun.server.auth import RedactTokens
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
+                               '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/ws?clientId=c&token=mr_secret&x=1",
+                                "1.1", 101), None)  # fmt: skip
+    assert RedactTokens().filter(record)
+    line = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s').format(record)
+    assert "mr_secret" not in line
+    assert "token=[redacted]&x=1" in line
+
+
+def test_the_users_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
+    from midrun.server.auth import Users
+
+    path = tmp_path / "auth" / "users.json"
+    server_side, command_line = Users(path), Users(path)
+    token = command_line.create("ana", "creator")
+    assert server_side.verify(token).name == "ana"
+    assert server_side.verify("mr_wrong") is None
+    command_line.delete("ana")  # `midrun users remove` in another process
+    assert server_side.verify(token) is None
+    again = command_line.create("ana", "admin")
+    assert server_side.verify(again).role == "admin"
