@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute
 
+from midrun.server.auth import current_user
 from midrun.server.errors import HTTPError
 from midrun.server.routing import both, server_of
 from midrun.server.userdata import atomic_write
@@ -33,6 +34,7 @@ EXAMPLES_DIR = PACKAGE_DIR / "examples"
 TEMPLATE_MODULE = "midrun"
 TEMPLATE_NAME = re.compile(r"^[a-zA-Z0-9_.-]+$")
 FILE_TYPES = ("output", "input", "temp")
+MAX_PIXELS = 64 * 1024 * 1024  # 8192x8192: an image decoded for a preview, a channel or a mask
 #: Types a browser could run or render as a page: sent as downloads, never inline.
 UNSAFE_TYPES = ("text/html", "application/xhtml+xml", "text/javascript", "application/javascript",
                 "application/ecmascript", "text/css", "image/svg+xml", "text/xml",
@@ -130,17 +132,33 @@ def _preview_format(preview: str, channel: str) -> tuple[str, int]:
     return fmt, max(1, min(quality, 100))
 
 
-def _open_image(path: Path) -> Any:
+def _open_image(path: Path | io.BytesIO, name: str | None = None) -> Any:
+    """An image decoded, if it is one and has at most ``MAX_PIXELS`` pixels (its size is
+    read from the header before anything is decoded)."""
     from PIL import Image, UnidentifiedImageError
 
+    name = name or getattr(path, "name", "the image")
     try:
         image = Image.open(path)
-        image.load()
+    except Image.DecompressionBombError:  # Pillow's own, far higher bound
+        raise _too_large(name, "larger than that") from None
     except (UnidentifiedImageError, OSError) as exc:
-        raise HTTPError(
-            400, "invalid_image", f"{path.name} is not an image Pillow can read"
-        ) from exc
+        raise HTTPError(400, "invalid_image", f"{name} is not an image Pillow can read"
+                        ) from exc  # fmt: skip
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise _too_large(name, f"{width}x{height}")
+    try:
+        image.load()
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise HTTPError(400, "invalid_image", f"{name} is not an image Pillow can read"
+                        ) from exc  # fmt: skip
     return image
+
+
+def _too_large(name: str, size: str) -> HTTPError:
+    return HTTPError(413, "image_too_large", f"{name} is {size}: images of at most "
+                     f"{MAX_PIXELS} pixels are decoded", limit=MAX_PIXELS)  # fmt: skip
 
 
 def _with_channel(image: Any, channel: str) -> Any:
@@ -180,7 +198,7 @@ def _channel_png(path: Path, channel: str) -> bytes:
 
 async def upload_image(request: Request) -> JSONResponse:
     async with request.form() as form:  # closes the spooled upload afterwards
-        image, file_type, subfolder, overwrite = _upload_fields(form)
+        image, file_type, subfolder, overwrite = _upload_fields(request, form)
         base = base_dir(request, file_type)
         data = await image.read()
     name = await run_in_threadpool(save_upload, base, subfolder, image.filename or "", data,
@@ -190,7 +208,7 @@ async def upload_image(request: Request) -> JSONResponse:
 
 async def upload_mask(request: Request) -> JSONResponse:
     async with request.form() as form:
-        image, file_type, subfolder, overwrite = _upload_fields(form)
+        image, file_type, subfolder, overwrite = _upload_fields(request, form)
         original = _original_path(request, form.get("original_ref"))
         base = base_dir(request, file_type)
         mask = await image.read()
@@ -200,13 +218,19 @@ async def upload_mask(request: Request) -> JSONResponse:
     return JSONResponse({"name": name, "subfolder": subfolder, "type": file_type})
 
 
-def _upload_fields(form: Any) -> tuple[UploadFile, str, str, bool]:
+def _upload_fields(request: Request, form: Any) -> tuple[UploadFile, str, str, bool]:
     image = form.get("image")
     if not isinstance(image, UploadFile) or not image.filename:
         raise HTTPError(400, "invalid_upload", "The form needs a file field 'image' with a name")
     file_type = _text_field(form, "type") or "input"
     subfolder = _text_field(form, "subfolder")
     overwrite = _text_field(form, "overwrite").lower() in ("true", "1")
+    if not current_user(request).admin:
+        # the folders are shared: a creator adds files, never replaces anyone's
+        if file_type == "output":
+            raise HTTPError(403, "forbidden", "Only an admin may upload into the output "
+                            "folder; upload as type 'input'")  # fmt: skip
+        overwrite = False
     bad_name = Path(image.filename).name in ("", ".") or image.filename.endswith("/")
     if bad_name or _unsafe_part(image.filename) or (subfolder and _unsafe_part(subfolder)):
         raise HTTPError(400, "invalid_path", "The file name and subfolder must stay in the folder")
@@ -292,14 +316,11 @@ def existing_file(base: Path, subfolder: str, filename: str, outside: str,
 
 def apply_mask(original: Path, mask: bytes) -> bytes:
     """The original image with the mask's alpha channel, as PNG (text chunks kept)."""
-    from PIL import Image, PngImagePlugin, UnidentifiedImageError
+    from PIL import PngImagePlugin
 
     image = _open_image(original)
-    try:
-        with Image.open(io.BytesIO(mask)) as uploaded:
-            alpha = uploaded.convert("RGBA").getchannel("A")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise HTTPError(400, "invalid_image", "The mask is not an image") from exc
+    with _open_image(io.BytesIO(mask), "The mask") as uploaded:
+        alpha = uploaded.convert("RGBA").getchannel("A")
     if alpha.size != image.size:
         raise HTTPError(400, "invalid_mask", f"The mask is {alpha.size[0]}x{alpha.size[1]}, "
                         f"the image {image.size[0]}x{image.size[1]}")  # fmt: skip

@@ -312,3 +312,39 @@ def test_workflow_templates(http: httpx.Client) -> None:
                 "/api/workflow_templates/midrun/a%20b.json",
                 f"/api/workflow_templates/midrun/..%2Fexamples%2F{name}.json"):  # fmt: skip
         assert http.get(bad).status_code == 404, bad
+
+
+def pixel_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
+    """A PNG whose header says 20000x20000 grey pixels (400 megapixels), a few hundred
+    bytes on disk: what a decompression bomb looks like before it is decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\0" * (width + 1) * 4)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows)
+            + chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_images_over_the_pixel_limit_are_refused_not_decoded(http: httpx.Client) -> None:
+    assert upload(http, "bomb.png", pixel_bomb(), subfolder="bombs").status_code == 200
+    for params in ({"preview": "webp;90"}, {"channel": "rgb"}, {"channel": "a"}):
+        r = http.get("/api/view", params={"filename": "bomb.png", "subfolder": "bombs",
+                                          "type": "input", **params})  # fmt: skip
+        assert r.status_code == 413, (params, r.text)
+        assert r.json()["error"]["type"] == "image_too_large"
+        assert str(files.MAX_PIXELS) in r.json()["error"]["message"]
+    as_original = json.dumps({"filename": "bomb.png", "subfolder": "bombs", "type": "input"})
+    r = http.post("/api/upload/mask", files={"image": ("mask.png", png((0, 0, 0, 0)))},
+                  data={"original_ref": as_original})  # fmt: skip
+    assert r.status_code == 413
+    upload(http, "small.png", png((0, 0, 0), mode="RGB", size=(2, 2)))
+    small = json.dumps({"filename": "small.png", "type": "input"})
+    r = http.post("/api/upload/mask", files={"image": ("mask.png", pixel_bomb())},
+                  data={"original_ref": small})  # fmt: skip
+    assert r.status_code == 413
+    assert "The mask" in r.json()["error"]["message"]

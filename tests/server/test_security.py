@@ -223,3 +223,27 @@ def test_the_users_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
     assert server_side.verify(token) is None
     again = command_line.create("ana", "admin")
     assert server_side.verify(again).role == "admin"
+
+
+def test_creators_cannot_overwrite_or_fill_the_output_folder(tmp_path: Path) -> None:
+    live = start_server(make_config(tmp_path, auth=True, workers=False))
+    try:
+        users = live.server.users
+        ana = live.client(headers={"Authorization": f"Bearer {users.create('ana')}"})
+        bob = live.client(headers={"Authorization": f"Bearer {users.create('bob')}"})
+
+        def upload(http: httpx.Client, data: bytes, **fields: str) -> httpx.Response:
+            return http.post("/upload/image", files={"image": ("shot.png", data, "image/png")},
+                             data=fields)  # fmt: skip
+
+        as_output = upload(bob, b"bob's", type="output", overwrite="true")
+        assert as_output.status_code == 403
+        assert not (live.server.config.output_dir / "shot.png").exists()
+        assert upload(ana, b"ana's").json()["name"] == "shot.png"
+        replaced = upload(bob, b"bob's", overwrite="true")
+        assert replaced.status_code == 200 and replaced.json()["name"] != "shot.png"
+        assert (live.server.config.upload_dir / "shot.png").read_bytes() == b"ana's"
+        ana.close()
+        bob.close()
+    finally:
+        live.stop()
