@@ -53,6 +53,7 @@ _QUEUE_CHANGES = {k.type for k in (EventKind.QUEUED, EventKind.RUNNING, EventKin
                                    EventKind.RESUMED)}  # fmt: skip
 _ENDED = {k.type for k in EventKind if k.job_state in {s.value for s in TERMINAL}}
 QUEUE_SIZE = 2000  # per client; a client this far behind is dropped
+MAX_BOUND_SIDS = 100_000  # clientIds remembered with the user who opened them
 
 
 def now_ms() -> int:
@@ -97,6 +98,7 @@ class Hub:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.clients: dict[str, Client] = {}
+        self.sid_owners: dict[str, str | None] = {}  # who first opened each clientId
         self.runs: dict[str, RunView] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._unsubscribe: Any = None
@@ -139,11 +141,12 @@ class Hub:
     async def websocket(self, ws: WebSocket) -> None:
         """``/ws?clientId=``: ComfyUI's socket, carrying midrun's events as well."""
         await ws.accept()
-        sid = ws.query_params.get("clientId") or uuid.uuid4().hex
+        user = ws.scope.get("user")
+        sid = self._bind(ws.query_params.get("clientId"), user)
         old = self.clients.get(sid)
         if old is not None:
             old.offer(None)  # a reconnect with the same id replaces the old socket
-        client = Client(sid, ws.scope.get("user"))
+        client = Client(sid, user)
         self.clients[sid] = client
         client.offer({"type": "status", "data": {"status": await self._status(), "sid": sid}})
         for job_id, view in self.runs.items():
@@ -165,6 +168,18 @@ class Hub:
             if self.clients.get(sid) is client:
                 del self.clients[sid]
             sender.cancel()
+
+    def _bind(self, asked: str | None, user: User | None) -> str:
+        """The id a new socket gets: the one it asked for, unless another user opened
+        that one first; then a fresh one, which ComfyUI's clients take from the first
+        ``status`` message as they do when they ask for none."""
+        name = user.name if user is not None else None
+        sid = asked if asked and self.sid_owners.get(asked, name) == name else uuid.uuid4().hex
+        self.sid_owners.pop(sid, None)
+        self.sid_owners[sid] = name  # newest last
+        while len(self.sid_owners) > MAX_BOUND_SIDS:  # the oldest bindings go first
+            self.sid_owners.pop(next(iter(self.sid_owners)))
+        return sid
 
     def _handshake(self, client: Client, text: str) -> None:
         try:
@@ -253,7 +268,7 @@ class Hub:
         if view.client_id is None:
             return
         client = self.clients.get(view.client_id)
-        if client is not None:
+        if client is not None and client.may_see(view.owner):
             client.offer(message)
 
     def _comfy(self, job_id: str, view: RunView, event: dict[str, Any]) -> None:

@@ -247,3 +247,28 @@ def test_creators_cannot_overwrite_or_fill_the_output_folder(tmp_path: Path) -> 
         bob.close()
     finally:
         live.stop()
+
+
+def test_a_client_id_stays_with_the_user_who_opened_it(tmp_path: Path) -> None:
+    live = start_server(make_config(tmp_path, auth=True, workers=False))
+    try:
+        users = live.server.users
+        ana, bob = users.create("ana"), users.create("bob")
+
+        async def scenario() -> None:
+            url = f"{live.ws_url}/ws?clientId=ana-socket&token="
+            async with websockets.connect(url + ana) as mine:
+                hello = json.loads(await mine.recv())
+                assert hello["data"]["sid"] == "ana-socket"
+                async with websockets.connect(url + bob) as theirs:
+                    taken = json.loads(await theirs.recv())
+                    assert taken["type"] == "status"
+                    assert taken["data"]["sid"] not in ("ana-socket", None)
+                    await mine.send(json.dumps({"type": "ping"}))  # still open
+                    assert mine.close_code is None
+            async with websockets.connect(url + ana) as again:  # her reconnect keeps it
+                assert json.loads(await again.recv())["data"]["sid"] == "ana-socket"
+
+        asyncio.run(scenario())
+    finally:
+        live.stop()
