@@ -3,6 +3,7 @@ directory) or PostgreSQL (by URL), migrated to the current schema on open."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,12 @@ from midrun.core.errors import MidrunError
 MIGRATIONS = Path(__file__).parent / "migrations"
 HEAD = "0002"
 _AFTER_COMMIT = "midrun.after_commit"
+
+
+def _json_loads(text: str) -> Any:
+    """SQLite's JSON columns, read back: a NaN or Infinity stored before requests were
+    read strictly reads as null, so one old row cannot make every listing fail."""
+    return json.loads(text, parse_constant=lambda _: None)
 
 
 def after_commit(connection: Connection, callback: Callable[[], None]) -> None:
@@ -63,8 +70,8 @@ class Database:
         # Pooled: closing SQLite's last connection checkpoints the WAL, far too costly
         # per transaction. Each pooled connection is used by one thread at a time.
         engine = create_engine(self.url, echo=echo, pool_size=8, max_overflow=32,
-                               connect_args={"check_same_thread": False,
-                                             "timeout": 30})  # fmt: skip
+                               connect_args={"check_same_thread": False, "timeout": 30},
+                               json_deserializer=_json_loads)  # fmt: skip
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _: Any) -> None:

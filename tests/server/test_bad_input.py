@@ -224,3 +224,18 @@ def test_a_duplicate_prompt_id_is_refused_without_saying_whose_it_is(
     error = error_of(again)
     assert error["type"] == "duplicate_prompt_id"
     assert "local" not in again.text  # the owner of the job that holds the id
+
+
+def test_a_nan_stored_before_strict_reading_does_not_break_listings(
+    server: LiveServer, http: httpx.Client
+) -> None:
+    if server.server.db.dialect != "sqlite":
+        pytest.skip("PostgreSQL's JSONB never stored a NaN")
+    from sqlalchemy import text
+
+    job_id = http.post("/prompt", json={"prompt": txt2img(steps=1)}).json()["prompt_id"]
+    with server.server.db.begin() as conn:  # as an older midrun wrote it
+        conn.execute(text("UPDATE jobs SET extra_data = :doc WHERE id = :id"),
+                     {"doc": '{"note": NaN, "big": Infinity}', "id": job_id})  # fmt: skip
+    for path in ("/history", "/queue", "/api/jobs", f"/api/jobs/{job_id}"):
+        assert http.get(path).status_code == 200, path
