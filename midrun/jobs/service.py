@@ -372,6 +372,10 @@ class Jobs:
             with self.db.read() as conn:
                 job = self.store.get(job_id, conn)
                 pending = self.store.edits(job_id, status="pending", connection=conn)
+            if len(pending) >= MAX_PENDING_EDITS:  # each check replays every pending edit
+                raise JobConflict(job_id, "edit", job.state, f"it has {len(pending)} pending "
+                                  "edits, the most a job holds; undo some, or resume it "
+                                  "so they apply")  # fmt: skip
             old, step = self._check_edit(job, pending, node_id, input_name, value)
             with self.db.begin() as conn:
                 locked = self.store.lock(conn, job_id)
@@ -487,6 +491,7 @@ class Jobs:
 
 #: How often :meth:`Jobs.edit` checks again when the job changed while it was checked.
 EDIT_ATTEMPTS = 5
+MAX_PENDING_EDITS = 256  # per job
 
 
 def _ids(edits: list[dict[str, Any]]) -> list[int]:

@@ -351,3 +351,17 @@ def test_resumed_jobs_can_go_to_the_front_of_the_queue(service, pool) -> None:
     service.abort(blocker.id)
     for j in (job, waiting):
         service.wait(j.id)
+
+
+def test_a_job_holds_a_bounded_number_of_pending_edits(service) -> None:
+    from midrun.jobs.service import MAX_PENDING_EDITS
+
+    job = service.submit(ticker(steps=2, delay=0))
+    service.pause(job.id)
+    for gain in range(MAX_PENDING_EDITS):
+        service.edit(job.id, "2", "gain", gain % 7 + 1)
+    with pytest.raises(JobConflict, match="pending edits, the most a job holds") as refused:
+        service.edit(job.id, "2", "gain", 3)
+    assert refused.value.state == JobState.PAUSED
+    service.undo(job.id)
+    service.edit(job.id, "2", "gain", 3)  # room again once some are withdrawn
