@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from midrun.server.config import ServerConfig
-from tests.server.conftest import make_config, start_server, txt2img, wait_for
+from tests.server.conftest import LiveServer, make_config, start_server, txt2img, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,39 +159,44 @@ def test_events_of_a_worker_in_another_process_reach_clients(tmp_path: Path) -> 
         live.stop()
 
 
-def test_creators_see_only_their_own_jobs_through_comfyui_routes(tmp_path: Path) -> None:
+@pytest.fixture
+def guarded(tmp_path: Path) -> Iterator[LiveServer]:
+    """A server that requires tokens, without workers (jobs stay queued)."""
     live = start_server(make_config(tmp_path, auth=True, workers=False))
-    try:
-        users = live.server.users
-        headers = {name: {"Authorization": f"Bearer {users.create(name, role)}"}
-                   for name, role in (("ana", "creator"), ("bob", "creator"),
-                                      ("root", "admin"))}  # fmt: skip
-        clients = {name: live.client(headers=h) for name, h in headers.items()}
-        ana, bob, root = clients["ana"], clients["bob"], clients["root"]
-        queued = ana.post("/prompt", json={"prompt": txt2img(steps=1)}).json()["prompt_id"]
-        ended = ana.post("/prompt", json={"prompt": txt2img(steps=1)}).json()["prompt_id"]
-        assert ana.post(f"/api/jobs/{ended}/abort").status_code == 200
+    yield live
+    live.stop()
 
-        def queue_ids(http: httpx.Client) -> set[str]:
-            queue = http.get("/queue").json()
-            return {item[1] for item in queue["queue_running"] + queue["queue_pending"]}
 
-        for http, sees in ((ana, True), (root, True), (bob, False)):
-            assert (queued in queue_ids(http)) is sees
-            listed = {j["id"] for j in http.get("/api/jobs").json()["jobs"]}
-            assert ({queued, ended} <= listed) is sees
-            assert bool(listed & {queued, ended}) is sees
-            assert (http.get(f"/api/jobs/{queued}").status_code == 200) is sees
-            assert (ended in http.get("/history").json()) is sees
-            assert (ended in http.get(f"/history/{ended}").json()) is sees
-        assert bob.get(f"/api/jobs/{queued}").json() == {"error": "Job not found"}
+def test_creators_see_only_their_own_jobs_through_comfyui_routes(guarded: LiveServer) -> None:
+    live = guarded
+    users = live.server.users
+    headers = {name: {"Authorization": f"Bearer {users.create(name, role)}"}
+               for name, role in (("ana", "creator"), ("bob", "creator"),
+                                  ("root", "admin"))}  # fmt: skip
+    clients = {name: live.client(headers=h) for name, h in headers.items()}
+    ana, bob, root = clients["ana"], clients["bob"], clients["root"]
+    queued = ana.post("/prompt", json={"prompt": txt2img(steps=1)}).json()["prompt_id"]
+    ended = ana.post("/prompt", json={"prompt": txt2img(steps=1)}).json()["prompt_id"]
+    assert ana.post(f"/api/jobs/{ended}/abort").status_code == 200
 
-        assert bob.post("/free", json={"unload_models": True}).status_code == 403
-        assert root.post("/free", json={"unload_models": True}).status_code == 200
-        for http in clients.values():
-            http.close()
-    finally:
-        live.stop()
+    def queue_ids(http: httpx.Client) -> set[str]:
+        queue = http.get("/queue").json()
+        return {item[1] for item in queue["queue_running"] + queue["queue_pending"]}
+
+    for http, sees in ((ana, True), (root, True), (bob, False)):
+        assert (queued in queue_ids(http)) is sees
+        listed = {j["id"] for j in http.get("/api/jobs").json()["jobs"]}
+        assert ({queued, ended} <= listed) is sees
+        assert bool(listed & {queued, ended}) is sees
+        assert (http.get(f"/api/jobs/{queued}").status_code == 200) is sees
+        assert (ended in http.get("/history").json()) is sees
+        assert (ended in http.get(f"/history/{ended}").json()) is sees
+    assert bob.get(f"/api/jobs/{queued}").json() == {"error": "Job not found"}
+
+    assert bob.post("/free", json={"unload_models": True}).status_code == 403
+    assert root.post("/free", json={"unload_models": True}).status_code == 200
+    for http in clients.values():
+        http.close()
 
 
 def test_token_values_never_reach_the_access_log() -> None:
@@ -225,50 +230,44 @@ def test_the_users_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
     assert server_side.verify(again).role == "admin"
 
 
-def test_creators_cannot_overwrite_or_fill_the_output_folder(tmp_path: Path) -> None:
-    live = start_server(make_config(tmp_path, auth=True, workers=False))
-    try:
-        users = live.server.users
-        ana = live.client(headers={"Authorization": f"Bearer {users.create('ana')}"})
-        bob = live.client(headers={"Authorization": f"Bearer {users.create('bob')}"})
+def test_creators_cannot_overwrite_or_fill_the_output_folder(guarded: LiveServer) -> None:
+    live = guarded
+    users = live.server.users
+    ana = live.client(headers={"Authorization": f"Bearer {users.create('ana')}"})
+    bob = live.client(headers={"Authorization": f"Bearer {users.create('bob')}"})
 
-        def upload(http: httpx.Client, data: bytes, **fields: str) -> httpx.Response:
-            return http.post("/upload/image", files={"image": ("shot.png", data, "image/png")},
-                             data=fields)  # fmt: skip
+    def upload(http: httpx.Client, data: bytes, **fields: str) -> httpx.Response:
+        return http.post("/upload/image", files={"image": ("shot.png", data, "image/png")},
+                         data=fields)  # fmt: skip
 
-        as_output = upload(bob, b"bob's", type="output", overwrite="true")
-        assert as_output.status_code == 403
-        assert not (live.server.config.output_dir / "shot.png").exists()
-        assert upload(ana, b"ana's").json()["name"] == "shot.png"
-        replaced = upload(bob, b"bob's", overwrite="true")
-        assert replaced.status_code == 200 and replaced.json()["name"] != "shot.png"
-        assert (live.server.config.upload_dir / "shot.png").read_bytes() == b"ana's"
-        ana.close()
-        bob.close()
-    finally:
-        live.stop()
+    as_output = upload(bob, b"bob's", type="output", overwrite="true")
+    assert as_output.status_code == 403
+    assert not (live.server.config.output_dir / "shot.png").exists()
+    assert upload(ana, b"ana's").json()["name"] == "shot.png"
+    replaced = upload(bob, b"bob's", overwrite="true")
+    assert replaced.status_code == 200 and replaced.json()["name"] != "shot.png"
+    assert (live.server.config.upload_dir / "shot.png").read_bytes() == b"ana's"
+    ana.close()
+    bob.close()
 
 
-def test_a_client_id_stays_with_the_user_who_opened_it(tmp_path: Path) -> None:
-    live = start_server(make_config(tmp_path, auth=True, workers=False))
-    try:
-        users = live.server.users
-        ana, bob = users.create("ana"), users.create("bob")
+def test_a_client_id_stays_with_the_user_who_opened_it(guarded: LiveServer) -> None:
+    live = guarded
+    users = live.server.users
+    ana, bob = users.create("ana"), users.create("bob")
 
-        async def scenario() -> None:
-            url = f"{live.ws_url}/ws?clientId=ana-socket&token="
-            async with websockets.connect(url + ana) as mine:
-                hello = json.loads(await mine.recv())
-                assert hello["data"]["sid"] == "ana-socket"
-                async with websockets.connect(url + bob) as theirs:
-                    taken = json.loads(await theirs.recv())
-                    assert taken["type"] == "status"
-                    assert taken["data"]["sid"] not in ("ana-socket", None)
-                    await mine.send(json.dumps({"type": "ping"}))  # still open
-                    assert mine.close_code is None
-            async with websockets.connect(url + ana) as again:  # her reconnect keeps it
-                assert json.loads(await again.recv())["data"]["sid"] == "ana-socket"
+    async def scenario() -> None:
+        url = f"{live.ws_url}/ws?clientId=ana-socket&token="
+        async with websockets.connect(url + ana) as mine:
+            hello = json.loads(await mine.recv())
+            assert hello["data"]["sid"] == "ana-socket"
+            async with websockets.connect(url + bob) as theirs:
+                taken = json.loads(await theirs.recv())
+                assert taken["type"] == "status"
+                assert taken["data"]["sid"] not in ("ana-socket", None)
+                await mine.send(json.dumps({"type": "ping"}))  # still open
+                assert mine.close_code is None
+        async with websockets.connect(url + ana) as again:  # her reconnect keeps it
+            assert json.loads(await again.recv())["data"]["sid"] == "ana-socket"
 
-        asyncio.run(scenario())
-    finally:
-        live.stop()
+    asyncio.run(scenario())
