@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -145,7 +144,6 @@ def create_app(server: Server) -> Starlette:
         middleware.insert(0, Middleware(CORSMiddleware, allow_origins=list(config.cors_origins),
                                         allow_methods=["*"], allow_headers=["*"]))  # fmt: skip
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={MidrunError: midrun_error, OSError: server_fault,
-                                        SQLAlchemyError: server_fault})  # fmt: skip
+                    exception_handlers={MidrunError: midrun_error})  # fmt: skip
     app.state.server = server
     return app

@@ -10,6 +10,7 @@ Tokens are stored hashed (SHA-256) in ``<data>/auth/users.json``.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import json
@@ -40,6 +41,10 @@ class User:
     def admin(self) -> bool:
         return self.role == "admin"
 
+    def may_see(self, owner: str | None) -> bool:
+        """The one visibility rule: admins see every job, creators their own."""
+        return self.admin or owner == self.name
+
 
 LOCAL = User("local", "admin")
 
@@ -64,7 +69,10 @@ class Users:
         if seen != stamp:
             data = json.loads(self.path.read_text("utf-8"))
             self._cached = (stamp, data)
-        return json.loads(json.dumps(data))  # callers may change their copy
+        return data  # shared: callers that change it work on a copy (_copy)
+
+    def _copy(self) -> dict[str, Any]:
+        return copy.deepcopy(self._read())
 
     def _write(self, data: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,14 +94,14 @@ class Users:
             raise HTTPError(400, "invalid_role", f"Role must be one of {', '.join(ROLES)}")
         token = "mr_" + secrets.token_urlsafe(32)
         with self._lock:
-            data = self._read()
+            data = self._copy()
             data["users"][name] = {"role": role, "token_sha256": _digest(token)}
             self._write(data)
         return token
 
     def delete(self, name: str) -> bool:
         with self._lock:
-            data = self._read()
+            data = self._copy()
             found = data["users"].pop(name, None) is not None
             if found:
                 self._write(data)
@@ -217,14 +225,13 @@ def visible_owner(conn: HTTPConnection) -> str | None:
 
 
 def may_see(conn: HTTPConnection, owner: str | None) -> bool:
-    viewer = visible_owner(conn)
-    return viewer is None or owner == viewer
+    return current_user(conn).may_see(owner)
 
 
 def check_owner(conn: HTTPConnection, owner: str | None, what: str) -> User:
     """Creators control their own jobs; admins control all."""
     user = current_user(conn)
-    if not user.admin and owner != user.name:
+    if not user.may_see(owner):
         raise HTTPError(403, "forbidden", f"{what} belongs to {owner or 'nobody'}; "
                         f"{user.name} may control only their own jobs")  # fmt: skip
     return user

@@ -22,7 +22,7 @@ from midrun.engine.executor import WorkflowInvalidError
 from midrun.jobs import breakpoints
 from midrun.jobs.records import Job
 from midrun.jobs.states import JobConflict, JobNotFound, JobState
-from midrun.server.auth import current_user, may_see, require_admin
+from midrun.server.auth import current_user, require_admin, visible_owner
 from midrun.server.errors import HTTPError
 from midrun.server.hub import queue_remaining
 from midrun.server.requests import body_of
@@ -138,11 +138,10 @@ def queue_item(job: Job, registry: Any) -> list[Any]:
 async def get_queue(request: Request) -> Response:
     server = server_of(request)
     active = [JobState.RUNNING, JobState.PAUSING, JobState.PAUSED]
-    running = await run_in_threadpool(server.jobs.list, states=active)
-    pending = await run_in_threadpool(server.jobs.list, states=[JobState.QUEUED])
+    owner = visible_owner(request)
+    running = await run_in_threadpool(server.jobs.list, states=active, owner=owner)
+    pending = await run_in_threadpool(server.jobs.list, states=[JobState.QUEUED], owner=owner)
     registry = server.registry
-    running = [j for j in running if may_see(request, j.owner)]
-    pending = [j for j in pending if may_see(request, j.owner)]
     return JSONResponse({"queue_running": [queue_item(j, registry) for j in running],
                          "queue_pending": [queue_item(j, registry) for j in pending]})  # fmt: skip
 

@@ -140,17 +140,13 @@ def _open_image(path: Path | io.BytesIO, name: str | None = None) -> Any:
     name = name or getattr(path, "name", "the image")
     try:
         image = Image.open(path)
-    except Image.DecompressionBombError:  # Pillow's own, far higher bound
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise _too_large(name, f"{width}x{height}")
+        image.load()
+    except Image.DecompressionBombError:  # Pillow's own, far higher bound, at open
         raise _too_large(name, "larger than that") from None
     except (UnidentifiedImageError, OSError) as exc:
-        raise HTTPError(400, "invalid_image", f"{name} is not an image Pillow can read"
-                        ) from exc  # fmt: skip
-    width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise _too_large(name, f"{width}x{height}")
-    try:
-        image.load()
-    except (OSError, Image.DecompressionBombError) as exc:
         raise HTTPError(400, "invalid_image", f"{name} is not an image Pillow can read"
                         ) from exc  # fmt: skip
     return image

@@ -79,7 +79,7 @@ class Client:
             self.alive = False
 
     def may_see(self, owner: str | None) -> bool:
-        return self.user is None or self.user.admin or owner == self.user.name
+        return self.user is None or self.user.may_see(owner)
 
 
 @dataclass
