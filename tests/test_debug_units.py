@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
+from midrun.debug import expressions
 from midrun.debug.breakpoints import (
     Breakpoint,
     BreakpointError,
@@ -20,6 +22,7 @@ from midrun.debug.expressions import (
     EvaluationError,
     Expression,
     ExpressionError,
+    LimitError,
     get_value,
     interpolate,
 )
@@ -78,15 +81,88 @@ def test_unsafe_or_malformed_expressions_are_refused_when_set(text: str) -> None
         Expression(text)
 
 
-def test_evaluation_errors_are_specific_and_bounded() -> None:
+def test_evaluation_errors_are_specific() -> None:
     with pytest.raises(EvaluationError, match="missing"):
         Expression("missing > 1").evaluate({})
     with pytest.raises(EvaluationError, match="ZeroDivisionError"):
         Expression("1 / n").evaluate({"n": 0})
-    with pytest.raises(EvaluationError, match="too large"):
-        Expression("2 ** 100000000").evaluate({})
-    with pytest.raises(EvaluationError, match="too large"):
-        Expression("'x' * 10000000000").evaluate({})
+    with pytest.raises(EvaluationError, match="adds numbers only"):
+        Expression("sum(lists, []) > 0").evaluate({"lists": [[0], [1]]})
+    with pytest.raises(EvaluationError, match="formats numbers only"):
+        Expression("fmt % n").evaluate({"fmt": "%0999999999d", "n": 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "operator"),
+    [
+        ("(10**10000)**10000 > 0", "'**' would make an integer"),
+        ("sum([[0]*1000]*100000, []) > 0", "'*' would make a list"),
+        ("len('a'*100000*100000) > 0", "'*' would make a str"),
+        ("str([[0] * 100000] * 100000) == ''", "'*' would make a list"),
+        ("len([[0] * 999] * 1000 + [[0] * 999] * 1000) > 0", "'+' would make a list"),
+        ("len({1: 'a' * 600000, 2: 'b' * 600000}) > 0", "making a dict"),
+    ],
+)
+def test_expressions_unbounded_by_construction_are_refused_when_set(text, operator) -> None:
+    with pytest.raises(ExpressionError, match=re.escape(f"refused: {operator}")):
+        Expression(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "names", "limit"),
+    [
+        ("(n ** 10000) ** 10000 > 0", {"n": 10**10000}, "int_bits"),
+        ("n * n * n * n > 0", {"n": 2**40000}, "int_bits"),
+        ("len(s * k * k) > 0", {"s": "a", "k": 100000}, "size"),
+        ("len([row] * k) > 0", {"row": [0] * 1000, "k": 100000}, "size"),
+        ("str([[0] * k] * k) == ''", {"k": 100000}, "size"),
+        ("len(s + s) > 0", {"s": "x" * 600_000}, "size"),
+    ],
+)
+def test_evaluation_stops_before_a_value_passes_a_limit(text, names, limit) -> None:
+    expression = Expression(text)  # fine when set: only the values make it big
+    with pytest.raises(LimitError) as caught:
+        expression.evaluate(names)
+    assert caught.value.type == "condition_limit_exceeded"
+    assert caught.value.extra_info["limit"] == limit
+
+
+def test_evaluation_within_the_limits_still_works() -> None:
+    assert Expression("len(s * 1000) == 1000 and 2 ** 1000 > n").evaluate({"s": "a", "n": 7})
+    assert Expression("len([[0] * 100] * 100) == 100").evaluate({})
+    assert Expression("sum(xs) == 6 and sum(xs, 1.5) == 7.5").evaluate({"xs": [1, 2, 3]})
+    assert Expression("big == big").evaluate({"big": list(range(10_000))})
+
+
+def test_evaluation_stops_after_its_time(monkeypatch) -> None:
+    expression = Expression("n + 1 > 0")
+    monkeypatch.setattr(expressions, "MAX_SECONDS", -1.0)
+    with pytest.raises(LimitError, match="ran longer than") as caught:
+        expression.evaluate({"n": 1})
+    assert caught.value.extra_info["limit"] == "seconds"
+
+
+def test_expressions_that_nest_too_deeply_or_are_too_long_are_refused() -> None:
+    with pytest.raises(ExpressionError, match="nests deeper than 64"):
+        Expression("-" * 100 + "1")
+    with pytest.raises(ExpressionError, match="nest"):
+        Expression("(" * 900 + "1" + ")" * 900)
+    with pytest.raises(ExpressionError, match="at most 2000 characters"):
+        Expression("1 + " * 600 + "1")
+
+
+def test_a_condition_or_log_that_passes_a_limit_disables_its_breakpoint() -> None:
+    names = {"s": "ab", "k": 10**6, "n": 2}
+    cond = Breakpoint.create(node_id="a", condition="len(s * k) > 0")
+    assert cond.check(names, "run") is False
+    assert cond.enabled is False and "'*' would make a str" in (cond.failure or "")
+    logpoint = Breakpoint.create(node_id="a", log_message="n={n} {s * k}")
+    assert logpoint.check(names, "run") is True
+    assert logpoint.message(names) is None and logpoint.enabled is False
+    fine = Breakpoint.create(node_id="a", log_message="n={n} {s * 3}")
+    assert fine.message(names) == "n=2 ababab" and fine.enabled and fine.failure is None
+    long = Breakpoint.create(node_id="a", log_message="{s * 100000}")
+    assert len(long.message(names) or "") == expressions.MAX_RENDERED + 1
 
 
 def test_get_value_and_interpolation() -> None:

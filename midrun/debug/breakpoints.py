@@ -23,7 +23,13 @@ from enum import StrEnum
 from typing import Any
 
 from midrun.core.errors import MidrunError
-from midrun.debug.expressions import EvaluationError, Expression, Template, get_value
+from midrun.debug.expressions import (
+    EvaluationError,
+    Expression,
+    LimitError,
+    Template,
+    get_value,
+)
 
 
 class BreakpointType(StrEnum):
@@ -118,6 +124,7 @@ class Breakpoint:
     _template: Template | None = field(default=None, repr=False)
     _last_seen: dict[str, Any] = field(default_factory=dict, repr=False)
     last_error: str | None = None
+    failure: str | None = None  # why it was disabled by the evaluator (a limit)
 
     @classmethod
     def create(
@@ -296,6 +303,9 @@ class Breakpoint:
                 result = self._expression.evaluate(names)
             else:
                 result = self.condition(names)  # type: ignore[misc,operator]
+        except LimitError as exc:
+            self._fail(exc)
+            return False
         except EvaluationError as exc:
             self.last_error = exc.message
             return False
@@ -315,8 +325,22 @@ class Breakpoint:
         self._last_seen[run_key] = value
         return value is not missing and previous is not missing and previous != value
 
-    def message(self, names: Mapping[str, Any]) -> str:
-        return self._template.render(names) if self._template is not None else ""
+    def message(self, names: Mapping[str, Any]) -> str | None:
+        """The logpoint's message for ``names``; None when rendering it passed a limit
+        (the breakpoint is then disabled)."""
+        if self._template is None:
+            return ""
+        try:
+            return self._template.render(names)
+        except LimitError as exc:
+            self._fail(exc)
+            return None
+
+    def _fail(self, exc: LimitError) -> None:
+        """Its condition or message passed a limit of the evaluator: it is disabled (it
+        would pass it again at every point), and ``failure`` says why."""
+        self.enabled = False
+        self.failure = self.last_error = exc.message
 
 
 def _enum(kind: type[StrEnum], value: Any, name: str) -> Any:

@@ -209,6 +209,11 @@ class ExecutionController(Hook):
                 self._emit("output", {"breakpoint_id": bp.id, "node_id": point.node_id,
                                       "run_id": point.run_id, "message": message,
                                       "step": point.step})  # fmt: skip
+            for bp in found.failed:
+                log.warning("breakpoint %s disabled: %s", bp.id, bp.failure)
+                self._emit("breakpoint", {"breakpoint_id": bp.id, "node_id": point.node_id,
+                                          "run_id": point.run_id, "enabled": False,
+                                          "reason": bp.failure})  # fmt: skip
             hits = [bp.id for bp in found.hits]
         if hits:
             reason = PauseReason.BREAKPOINT

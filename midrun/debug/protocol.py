@@ -40,6 +40,7 @@ COMMANDS = frozenset(
 EVENTS = frozenset(
     {
         "breakpoint_hit",
+        "breakpoint",
         "state_update",
         "exception",
         "paused",

@@ -135,13 +135,16 @@ def condition_names(point: ControlPoint, state: dict[str, Any]) -> dict[str, Any
 
 @dataclass(slots=True)
 class Match:
-    """What a point met: breakpoints that stop the run, logpoints with their messages."""
+    """What a point met: breakpoints that stop the run, logpoints with their messages,
+    and breakpoints whose condition or message passed a limit of the evaluator there
+    (``failed``: they are disabled, their ``failure`` says why, and the run goes on)."""
 
     hits: list[Breakpoint] = field(default_factory=list)
     logs: list[tuple[Breakpoint, str]] = field(default_factory=list)
+    failed: list[Breakpoint] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.hits or self.logs)
+        return bool(self.hits or self.logs or self.failed)
 
 
 def match(
@@ -169,10 +172,14 @@ def match(
             continue
         if names is None:
             names = condition_names(point, state if state is not None else point_state(point))
-        if not bp.check(names, point.run_id):
+        fired = bp.check(names, point.run_id)
+        message = bp.message(names) if fired and bp.is_logpoint else None
+        if not bp.enabled:  # its condition or message passed a limit
+            found.failed.append(bp)
+        elif not fired:
             continue
-        if bp.is_logpoint:
-            found.logs.append((bp, bp.message(names)))
+        elif bp.is_logpoint:
+            found.logs.append((bp, message or ""))
         else:
             found.hits.append(bp)
     return found

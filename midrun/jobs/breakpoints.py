@@ -259,6 +259,20 @@ def set_enabled(
     return public(row)
 
 
+def disable_failed(service: Jobs, job_id: str, bp: Breakpoint, step: int | None) -> None:
+    """Turn off a breakpoint whose condition or log message passed a limit of the
+    evaluator at a point of ``job_id`` (``bp.failure`` says which), and say so on the
+    job's log: ``breakpoint_disabled`` with ``error``. The job goes on."""
+    with service.db.begin() as conn:
+        row = conn.execute(select(breakpoints).where(breakpoints.c.id == bp.id)).first()
+        if row is not None:
+            conn.execute(update(breakpoints).where(breakpoints.c.id == bp.id)
+                         .values(enabled=False, spec={**row.spec, "enabled": False}))  # fmt: skip
+        service.store.record(conn, job_id, EventKind.BREAKPOINT_DISABLED, actor="midrun",
+                             step=step, node_id=bp.node_id, breakpoint_id=bp.id,
+                             error=bp.failure)  # fmt: skip
+
+
 def remove(service: Jobs, bp_id: str, *, actor: str | None = None) -> dict[str, Any]:
     with service.db.begin() as conn:
         row = _row(conn, bp_id)

@@ -168,6 +168,8 @@ class JobHook(Hook):
         match = stops.Match()
         if len(self.breakpoints) and not (refire is not None and refire[1]):
             match = stops.match(self.breakpoints, point, workflow_id=self.workflow_id)
+        for bp in match.failed:  # passed a limit of the evaluator: off, and the job goes on
+            breakpoints.disable_failed(self.service, self.job_id, bp, point.step)
         for bp, message in match.logs:
             self.service.bus.emit(EventKind.LOGPOINT, job_id=self.job_id, node_id=point.node_id,
                                   step=point.step, breakpoint_id=bp.id,

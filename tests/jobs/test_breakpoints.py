@@ -112,6 +112,31 @@ def test_a_logpoint_reports_without_pausing(service, bus) -> None:
                      "breakpoint_id": bp["id"], "message": "at 2 of 3, gain 2"}]  # fmt: skip
 
 
+def test_a_condition_that_passes_a_limit_is_disabled_and_the_job_goes_on(service, bus) -> None:
+    job = service.submit(ticker(steps=4, delay=0, gain=2))
+    huge = breakpoints.create(service, {"node_id": "2", "position": "step",
+                                        "condition": "gain ** 1000000 > 0"},
+                              job_id=job.id)  # fmt: skip
+    loud = breakpoints.create(service, {"node_id": "2", "step": 2,
+                                        "log": "{str(gain) * 10**7}"}, job_id=job.id)  # fmt: skip
+    fine = breakpoints.create(service, {"node_id": "2", "step": 3, "log": "gain {gain}"},
+                              job_id=job.id)  # fmt: skip
+    with workers(service):
+        done = service.wait(job.id)
+    assert done.state == JobState.COMPLETED and result(done) == (20, [2] * 4)
+    stored = {bp["id"]: bp["enabled"] for bp in breakpoints.list_breakpoints(service,
+                                                                             job_id=job.id)}
+    assert stored == {huge["id"]: False, loud["id"]: False, fine["id"]: True}
+    off = [e for e in service.events(job.id) if e["kind"] == "breakpoint_disabled"]
+    assert [(e["data"]["breakpoint_id"], e["actor"], e["step"]) for e in off] == [
+        (huge["id"], "midrun", 1), (loud["id"], "midrun", 2)]
+    assert "'**' would make an integer" in off[0]["data"]["error"]
+    assert "'*' would make a str" in off[1]["data"]["error"]
+    logs = [e["message"] for e in bus if e["type"] == "midrun.logpoint"]
+    assert logs == ["gain 2"]
+    assert kinds(service, job.id, "breakpoint_hit") == []
+
+
 def test_breakpoints_added_while_a_job_runs_are_noticed(service) -> None:
     job = service.submit(ticker(steps=200, delay=0.01))
     with workers(service):
@@ -189,6 +214,10 @@ def test_breakpoints_are_checked_when_set(service) -> None:
         ({"node_id": "2", "condition": "__import__('os')"}, ExpressionError, "not allowed"),
         ({"node_id": "2", "condition": "step >"}, ExpressionError, "not valid"),
         ({"node_id": "2", "log": "x {"}, ExpressionError, "Unclosed"),
+        ({"node_id": "2", "condition": "(10**10000)**10000 > 0"}, ExpressionError,
+         "refused: '\\*\\*' would make an integer"),
+        ({"node_id": "2", "log": "{len('a'*100000*100000)}"}, ExpressionError,
+         "refused: '\\*' would make a str"),
     ]
     for data, kind, message in bad:
         with pytest.raises(kind, match=message):
