@@ -4,6 +4,7 @@ nodes, and a steppable counter. Each counts its executions so caching is observa
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections import Counter
@@ -149,6 +150,32 @@ class Ticker:
         return state["total"], state["trace"]
 
 
+class Tape:
+    """Steppable whose state holds bytes (saved as a checkpoint blob): each step appends
+    64 bytes of its number; the result is the tape's length and its last byte."""
+
+    def start(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"i": 0, "steps": inputs["steps"], "tape": b""}
+
+    def step(self, state: dict[str, Any]) -> dict[str, Any]:
+        i = state["i"] + 1
+        return {**state, "i": i, "tape": state["tape"] + bytes([i % 256]) * 64}
+
+    def done(self, state: dict[str, Any]) -> bool:
+        return state["i"] >= state["steps"]
+
+    def total_steps(self, state: dict[str, Any]) -> int:
+        return state["steps"]
+
+    def finish(self, state: dict[str, Any]) -> tuple[int, int]:
+        return len(state["tape"]), state["tape"][-1] if state["tape"] else -1
+
+
+def crash(value: int) -> tuple[int]:
+    """Kills its own process, as a node that crashes the interpreter would."""
+    os._exit(70)
+
+
 def test_types() -> list[NodeType]:
     return [
         NodeType(
@@ -217,6 +244,13 @@ def test_types() -> list[NodeType]:
             (OutputSpec(INT, "total"), OutputSpec("LIST", "trace")),
             Ticker(),
         ),
+        NodeType(
+            "Tape",
+            (InputSpec("steps", INT, default=5, min=0, max=1000),),
+            (OutputSpec(INT, "length"), OutputSpec(INT, "last")),
+            Tape(),
+        ),
+        NodeType("Crash", (InputSpec("value", INT),), (OutputSpec(INT),), crash),
         NodeType("Declared", (InputSpec("value", INT),), (OutputSpec(INT),), None),
     ]
 

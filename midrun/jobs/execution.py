@@ -62,6 +62,9 @@ class Execution:
             state, prompt = self._prepare()
         except MidrunError as exc:
             return self._finish(RunEnd(RunStatus.FAILED, error=exc))
+        except Exception as exc:  # a fault of midrun's own, not the job's: it still ends
+            log.exception("job %s: preparing its run failed", self.job.id)
+            return self._finish(RunEnd(RunStatus.FAILED, error=WorkerFault(exc, "preparing")))
         try:
             while True:
                 end = await self._drive(state, prompt)
@@ -86,7 +89,7 @@ class Execution:
 
     def _prepare(self) -> tuple[RunState | None, dict[str, Any]]:
         job = self.job
-        state = self.service.artifacts.load_run_state(job.id)
+        state = self._load_checkpoint()
         if state is not None:
             self.hook.continues(state)
             return self._take_edits(state, job.checkpoint_step), {}
@@ -94,6 +97,34 @@ class Execution:
             return None, job.workflow
         prompt = self._settle_edits(None, lambda taken: (apply_edits(job.workflow, taken), []))
         return None, prompt
+
+    def _load_checkpoint(self) -> RunState | None:
+        """The job's saved run, None if it has none. One that cannot be read fails the job
+        (:class:`RunStateError`, naming what is wrong) or, with
+        ``JobSettings.broken_checkpoint = "restart"``, is set aside
+        (``jobs/{id}/broken_checkpoint``) and the job runs again from its start."""
+        job_id = self.job.id
+        try:
+            return self.service.artifacts.load_run_state(job_id)
+        except RunStateError as exc:
+            error = exc
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            error = RunStateError(f"The checkpoint of job {job_id} cannot be read: "
+                                  f"{type(exc).__name__}: {exc}")  # fmt: skip
+        if self.service.settings.broken_checkpoint != "restart":
+            raise error
+        log.warning("job %s restarts from its start: %s", job_id, error.message)
+        artifacts = self.service.artifacts
+        artifacts.delete(f"jobs/{job_id}/broken_checkpoint")
+        moved = artifacts.move(f"jobs/{job_id}/checkpoint", f"jobs/{job_id}/broken_checkpoint")
+        artifacts.delete(f"jobs/{job_id}/.checkpoint.old")  # nor the one before it
+        with self.service.db.begin() as conn:
+            job = self.service.store.lock(conn, job_id)
+            self.job = self.service.store.transition(conn, job, None, checkpoint_step=None)
+            self.service.store.record(conn, job_id, EventKind.RECOVERED, to="running",
+                                      from_checkpoint=False, reason=error.message,
+                                      kept_as=moved)  # fmt: skip
+        return None
 
     def _take_edits(self, state: RunState, step: int | None, *, clear_request: bool = False
                     ) -> RunState:  # fmt: skip
@@ -178,6 +209,9 @@ class Execution:
                                             context=self._context(), run_id=job.id)  # fmt: skip
         except MidrunError as exc:
             return RunEnd(RunStatus.FAILED, error=exc)
+        except Exception as exc:  # a fault of midrun's own (node errors are the run's)
+            log.exception("job %s: its run failed outside its nodes", job.id)
+            return RunEnd(RunStatus.FAILED, error=WorkerFault(exc, "running"))
         steps = [s for s, _ in result.in_flight.values()]
         ui = dict(getattr(result.plan, "ui", {}) or {})
         return RunEnd(result.status, result.reason, result.error, result.state, ui,
@@ -303,6 +337,18 @@ class Execution:
         end.live = None
         self.backend.release()
         return held
+
+
+class WorkerFault(MidrunError):
+    """Something midrun's own code did not expect while it prepared or drove a job's run
+    (a bug, or data it should have refused): the job fails with it rather than staying
+    running with nobody running it."""
+
+    type = "worker_error"
+
+    def __init__(self, exc: BaseException, doing: str) -> None:
+        super().__init__(f"The worker failed while {doing} the job: {type(exc).__name__}: {exc}",
+                         exception_type=type(exc).__name__)  # fmt: skip
 
 
 def _jsonable(value: Any) -> Any:

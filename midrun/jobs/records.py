@@ -17,7 +17,7 @@ from midrun.core.events import EventKind
 from midrun.jobs.signals import EventBus
 from midrun.jobs.states import JobConflict, JobNotFound, JobState, check_transition
 from midrun.store.database import Database, after_commit
-from midrun.store.schema import job_debug_state, job_edits, job_events, jobs, now
+from midrun.store.schema import job_debug_state, job_edits, job_events, jobs, now, workers
 
 #: Written into every audit event's data, so a process tailing the log (the server's event
 #: relay) can tell events it published itself from those of workers elsewhere.
@@ -73,6 +73,7 @@ class Job:
     outputs: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     hidden_at: datetime | None = None
+    crashes: int = 0  # workers that died while running it
 
     @classmethod
     def from_row(cls, row: Any) -> Job:
@@ -405,14 +406,18 @@ class JobStore:
         return self.transition(connection, job, JobState.RUNNING, worker_id=worker_id)
 
     def stale_running(self, connection: Connection, live_workers: set[str]) -> list[Job]:
-        """Running or pausing jobs whose worker is not among ``live_workers``."""
-        query = select(jobs).where(
-            jobs.c.state.in_([JobState.RUNNING.value, JobState.PAUSING.value])
+        """Running or pausing jobs whose worker is not among ``live_workers``, or is but
+        runs something else (it let go of the job: its claim and its ``job_id`` are set in
+        one transaction, and the job leaves running before ``job_id`` is cleared)."""
+        query = (
+            select(jobs)
+            .outerjoin(workers, workers.c.id == jobs.c.worker_id)
+            .where(jobs.c.state.in_([JobState.RUNNING.value, JobState.PAUSING.value]))
         )
+        abandoned = or_(workers.c.id.is_(None), workers.c.job_id.is_distinct_from(jobs.c.id))
         if live_workers:
-            query = query.where(
-                or_(jobs.c.worker_id.is_(None), jobs.c.worker_id.not_in(live_workers))
-            )
+            gone = or_(jobs.c.worker_id.is_(None), jobs.c.worker_id.not_in(live_workers))
+            query = query.where(or_(gone, abandoned))
         # In id order, as every caller that locks several job rows takes them.
         return [Job.from_row(r) for r in connection.execute(query.order_by(jobs.c.id))]
 

@@ -27,5 +27,18 @@ class JobSettings:
     # and its jobs are recovered.
     heartbeat_seconds: float = 2.0
     worker_timeout: float = 15.0
+    # A job whose workers died this many times while running it is failed by recovery
+    # ("worker_crashed") instead of being run again: it may be what kills them.
+    max_crashes: int = 3
+    # A checkpoint that cannot be read fails its job ("fail", the reason names what is
+    # wrong) or runs it again from the beginning ("restart").
+    broken_checkpoint: str = "fail"
     # How long a pipeline pause waits for every running job to reach a control point.
     pipeline_pause_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.broken_checkpoint not in ("fail", "restart"):
+            raise ValueError(f"broken_checkpoint is 'fail' or 'restart', not "
+                             f"{self.broken_checkpoint!r}")  # fmt: skip
+        if self.max_crashes < 1:
+            raise ValueError(f"max_crashes is at least 1, not {self.max_crashes}")

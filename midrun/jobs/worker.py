@@ -87,12 +87,21 @@ class Worker:
         if job is None:
             return False
         self.current = job.id
+        failed = False
         try:
             await Execution(self.service, job, self.id, self.backend).run()
+        except Exception:
+            # Its end could not be recorded (the database refused a transaction...): the
+            # job is let go of below and recovery takes it again (as a crash: a job
+            # whose end can never be recorded fails after JobSettings.max_crashes).
+            log.exception("worker %s: job %s ended without its end recorded", self.id, job.id)
+            failed = True
         finally:
             self.current = None
             with self.service.db.begin() as conn:
                 conn.execute(update(workers).where(workers.c.id == self.id).values(job_id=None))
+        if failed:
+            recover(self.service)
         return True
 
     def claim(self) -> Job | None:
@@ -190,9 +199,11 @@ def _ours(row: object) -> bool:
 
 
 def recover(service: Jobs) -> list[str]:
-    """Requeue the jobs of dead workers. A job that was running resumes from its last
-    checkpoint (or from its start); one that was pausing ends paused if it has a
-    checkpoint to resume from. Returns the recovered job ids.
+    """Requeue the jobs of dead workers (and any a live worker let go of). A job that was
+    running resumes from its last checkpoint (or from its start); one that was pausing
+    ends paused if it has a checkpoint to resume from; one with an abort pending ends
+    aborted; one whose workers died ``JobSettings.max_crashes`` times while running it
+    fails (``worker_crashed``). Returns the recovered job ids.
 
     A look without the write lock comes first (this runs with every heartbeat); which
     stale jobs have a checkpoint is asked of the artifact store outside any transaction."""
@@ -209,17 +220,35 @@ def recover(service: Jobs) -> list[str]:
             has_checkpoint = checkpoints.get(job.id)
             if has_checkpoint is None:
                 continue  # went stale since the look: the next heartbeat's look takes it
+            crashes = job.crashes + 1
+            values: dict[str, Any] = {}
             if job.request == "abort":
                 target = JobState.ABORTED
+            elif crashes >= service.settings.max_crashes:
+                target = JobState.FAILED
+                values["error"] = {
+                    "type": "worker_crashed",
+                    "message": f"Its worker died {crashes} times while running it (the last "
+                               f"was {job.worker_id}); it is not run again, as it may be what "
+                               "kills its worker",
+                    "details": "", "extra_info": {"crashes": crashes},
+                }  # fmt: skip
             elif job.state == JobState.PAUSING and has_checkpoint:
                 target = JobState.PAUSED
             else:
                 target = JobState.QUEUED
             job = service.store.transition(conn, job, target, worker_id=None, request=None,
-                                           progress={})  # fmt: skip
+                                           progress={}, crashes=crashes, **values)  # fmt: skip
             service.store.record(conn, job.id, EventKind.RECOVERED, to=target.value,
-                                 step=job.checkpoint_step,
+                                 step=job.checkpoint_step, crashes=crashes,
                                  from_checkpoint=has_checkpoint)  # fmt: skip
+            if target == JobState.FAILED:
+                service.store.record(conn, job.id, EventKind.FAILED, step=job.checkpoint_step,
+                                     error=values["error"])  # fmt: skip
+            if job.state.terminal and job.batch_id is not None:
+                from midrun.jobs.batches import count_ended
+
+                count_ended(conn, job)
             recovered.append(job.id)
         if dead:
             conn.execute(update(workers).where(workers.c.id.in_(dead))

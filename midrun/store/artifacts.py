@@ -26,6 +26,7 @@ class ArtifactStore(Protocol):
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
     def delete(self, prefix: str) -> None: ...
+    def move(self, key: str, new_key: str) -> str | None: ...
     def list(self, prefix: str) -> list[str]: ...
     def save_run_state(self, job_id: str, state: RunState) -> None: ...
     def load_run_state(self, job_id: str) -> RunState | None: ...
@@ -73,6 +74,16 @@ class LocalArtifacts:
             shutil.rmtree(target, ignore_errors=True)
         elif target.exists():
             target.unlink()
+
+    def move(self, key: str, new_key: str) -> str | None:
+        """Rename ``key`` (a file or a folder of them) to ``new_key``, which must not
+        exist; returns ``new_key``, or None when there was nothing to move."""
+        source, target = self.path(key), self.path(new_key)
+        if not source.exists():
+            return None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source.rename(target)
+        return new_key
 
     def list(self, prefix: str) -> list[str]:
         base = self.path(prefix)

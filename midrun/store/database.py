@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from midrun.core.errors import MidrunError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD = "0002"
+HEAD = "0003"
 _AFTER_COMMIT = "midrun.after_commit"
 
 

@@ -121,6 +121,8 @@ jobs = Table(
     Column("outputs", Json, nullable=False, server_default=text("'{}'")),
     Column("error", Json, nullable=True),
     Column("hidden_at", UTCDateTime(), nullable=True),  # left the history listing (0002)
+    # Workers that died while running it (0003): past JobSettings.max_crashes it fails.
+    Column("crashes", Integer, nullable=False, server_default=text("0")),
 )
 Index("ix_jobs_queue", jobs.c.state, jobs.c.priority, jobs.c.number)
 Index("ix_jobs_number", jobs.c.number)
