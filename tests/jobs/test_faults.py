@@ -71,8 +71,7 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
     "run.json is []": (lambda f: (f / "run.json").write_text("[]"), "a JSON list, not an object"),
     "run.json is not UTF-8": (lambda f: (f / "run.json").write_bytes(b"\xff\xfe{"), "corrupt"),
     "run.json has no plan": (lambda f: _rewrite(f, lambda h: h.pop("plan")), "malformed"),
-    "run.json's plan is a number": (lambda f: _rewrite(f, lambda h: h.update(plan=7)),
-                                    "malformed"),
+    "run.json's plan is a number": (lambda f: _rewrite(f, lambda h: h.update(plan=7)), "malformed"),
     "a blob is truncated": (_truncate_blob, "has 10 bytes"),
     "the blobs folder is gone": (lambda f: shutil.rmtree(f / "blobs"), "is missing"),
     "the folder is a file": (_replace_by_file, "No run state"),
@@ -115,8 +114,9 @@ def test_a_broken_checkpoint_can_restart_its_job_from_the_beginning(db, tmp_path
     assert service.artifacts.exists(f"jobs/{job_id}/broken_checkpoint/run.json")
 
 
-def test_a_job_whose_end_cannot_be_recorded_is_taken_again_then_failed(service,
-                                                                       monkeypatch) -> None:
+def test_a_job_whose_end_cannot_be_recorded_is_taken_again_then_failed(
+    service, monkeypatch
+) -> None:
     """The worker's last transaction fails every time: the job is let go of, recovery
     runs it again, and after max_crashes it fails instead of staying running."""
     calls = []
@@ -181,9 +181,13 @@ def test_a_job_that_kills_its_worker_fails_after_max_crashes(db, tmp_path) -> No
     settings = JobSettings(poll_interval=0.01, heartbeat_seconds=0.2, worker_timeout=2.0,
                            max_crashes=3)  # fmt: skip
     service = Jobs(db, testnodes.registry(), data_dir=tmp_path, settings=settings)
-    job = service.submit({"1": {"class_type": "Const", "inputs": {"value": 1}},
-                          "2": {"class_type": "Crash", "inputs": {"value": ["1", 0]}},
-                          "3": {"class_type": "Output", "inputs": {"value": ["2", 0]}}})
+    job = service.submit(
+        {
+            "1": {"class_type": "Const", "inputs": {"value": 1}},
+            "2": {"class_type": "Crash", "inputs": {"value": ["1", 0]}},
+            "3": {"class_type": "Output", "inputs": {"value": ["2", 0]}},
+        }
+    )
     url = db.url.render_as_string(hide_password=False)
     script = CHILD.format(root=str(ROOT), url=url, data=str(tmp_path))
     codes = []

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -97,7 +99,103 @@ def snapshot(service: Jobs, ids: list[str]) -> dict[str, tuple[JobState, str | N
     return rows
 
 
-def make_machine(service: Jobs) -> type[RuleBasedStateMachine]:
+class Direct:
+    """Control requests as Python calls on the service, on ticker jobs."""
+
+    def __init__(self, service: Jobs) -> None:
+        self.service = service
+
+    def submit(self, steps: int) -> str:
+        return self.service.submit(ticker(steps=steps, delay=0.005)).id
+
+    def fire(self, action: str, job_id: str, value: int) -> Any:
+        """The answer: the job (``state``, ``request``), the undone edits, or the error."""
+        service = self.service
+        try:
+            if action == "pause":
+                return service.pause(job_id)
+            if action == "resume":
+                return service.resume(job_id)
+            if action == "abort":
+                return service.abort(job_id, "random abort")
+            if action == "edit":
+                return service.edit(job_id, "2", "gain", value)
+            return service.undo(job_id)
+        except JobConflict as exc:
+            return exc
+        except MidrunError as exc:  # a refused edit: specific, typed
+            assert action == "edit", exc
+            return exc
+
+    def check_completed(self, job: Any) -> None:
+        steps = job.workflow["2"]["inputs"]["steps"]
+        assert len(job.outputs["4"]["value"][0]) == steps
+
+
+class OverHTTP:
+    """The same requests through midrun's HTTP API (``POST /prompt`` and
+    ``/api/jobs/{id}/...``), on Game of Life jobs of the server's own node set: every
+    answer is a 2xx or a 4xx, a conflict names the state it found."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.local = threading.local()  # one connection per thread
+
+    def client(self) -> httpx.Client:
+        if getattr(self.local, "client", None) is None:
+            self.local.client = httpx.Client(base_url=self.url, timeout=60)
+        return self.local.client
+
+    def submit(self, steps: int) -> str:
+        prompt = {
+            "1": {
+                "class_type": "LifeSeed",
+                "inputs": {"width": 128, "height": 128, "density": 0.3, "seed": steps},
+            },
+            "2": {"class_type": "LifeSimulate", "inputs": {"grid": ["1", 0], "generations": steps}},
+            "3": {"class_type": "LifeGridToText", "inputs": {"grid": ["2", 0]}},
+            "4": {
+                "class_type": "MidrunSaveText",
+                "inputs": {"text": ["3", 0], "filename_prefix": "race"},
+            },
+        }
+        answer = self.client().post("/prompt", json={"prompt": prompt})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["prompt_id"]
+
+    def fire(self, action: str, job_id: str, value: int) -> Any:
+        base, http = f"/api/jobs/{job_id}", self.client()
+        if action == "edit":
+            answer = http.put(
+                f"{base}/params",
+                json={"node_id": "2", "input": "generations", "value": 40 + 20 * value},
+            )
+        elif action == "undo":
+            answer = http.delete(f"{base}/params")
+        else:
+            body = {"reason": "random abort"} if action == "abort" else {}
+            answer = http.post(f"{base}/{action}", json=body)
+        assert answer.status_code < 500, f"{action}: {answer.status_code} {answer.text}"
+        data = answer.json()
+        if answer.status_code >= 400:
+            error = data["error"]
+            if answer.status_code == 409 and error["type"] == "job_state_conflict":
+                return JobConflict(job_id, action, error["state"], error["message"])
+            assert action == "edit", (answer.status_code, error)
+            return MidrunError(error["message"])
+        if action == "undo":
+            return data["undone"]
+        if action == "edit":
+            return data
+        return SimpleNamespace(state=JobState(data["state"]), request=data["request"])
+
+    def check_completed(self, job: Any) -> None:
+        generations = job.workflow["2"]["inputs"]["generations"]
+        assert job.outputs["4"]["text"], job.outputs
+        assert generations >= 0
+
+
+def make_machine(service: Jobs, driver: Direct | OverHTTP) -> type[RuleBasedStateMachine]:
     class ControlRace(RuleBasedStateMachine):
         jobs = Bundle("jobs")
 
@@ -114,10 +212,10 @@ def make_machine(service: Jobs) -> type[RuleBasedStateMachine]:
 
         @rule(target=jobs, steps=st.integers(3, 150))
         def submit(self, steps: int) -> str:
-            job = service.submit(ticker(steps=steps, delay=0.005))
-            self.ids.append(job.id)
-            self.expected[job.id] = Counter()
-            return job.id
+            job_id = driver.submit(steps)
+            self.ids.append(job_id)
+            self.expected[job_id] = Counter()
+            return job_id
 
         @rule(requests=st.lists(st.tuples(st.sampled_from(ACTIONS), jobs, st.integers(-3, 3)),
                                 min_size=1, max_size=6))  # fmt: skip
@@ -127,22 +225,7 @@ def make_machine(service: Jobs) -> type[RuleBasedStateMachine]:
             lock = threading.Lock()
 
             def fire(action: str, job_id: str, value: int) -> None:
-                try:
-                    if action == "pause":
-                        answer: Any = service.pause(job_id)
-                    elif action == "resume":
-                        answer = service.resume(job_id)
-                    elif action == "abort":
-                        answer = service.abort(job_id, "random abort")
-                    elif action == "edit":
-                        answer = service.edit(job_id, "2", "gain", value)
-                    else:
-                        answer = service.undo(job_id)
-                except JobConflict as exc:
-                    answer = exc
-                except MidrunError as exc:  # a refused edit: specific, typed
-                    assert action == "edit", exc
-                    answer = exc
+                answer = driver.fire(action, job_id, value)
                 with lock:
                     outcomes.append((action, job_id, answer))
 
@@ -150,7 +233,7 @@ def make_machine(service: Jobs) -> type[RuleBasedStateMachine]:
             for t in threads:
                 t.start()
             for t in threads:
-                t.join(30)
+                t.join(60)
                 assert not t.is_alive(), "a control request hung"
             assert len(outcomes) == len(requests)  # exactly one answer each
             for action, job_id, answer in outcomes:
@@ -224,25 +307,37 @@ def make_machine(service: Jobs) -> type[RuleBasedStateMachine]:
                     state, _, kinds = rows[job_id]
                     assert state.terminal and kinds[-1] == state.value
                     if state == JobState.COMPLETED:
-                        steps = final.workflow["2"]["inputs"]["steps"]
-                        assert len(final.outputs["4"]["value"][0]) == steps
+                        driver.check_completed(final)
             finally:
                 self.pool.stop()
 
     return ControlRace
 
 
+RUNS = settings(max_examples=10, stateful_step_count=20, deadline=None)
+# No health check is suppressed: none fires (they time data generation, which is quick
+# here; the rules' time is the workers'). No deadline: a burst lasts as long as the
+# workers take to answer, which the test does not control.
+
+
 def test_concurrent_control_requests_keep_every_invariant(db, tmp_path) -> None:
     testnodes.reset()
     service = Jobs(db, testnodes.registry(), data_dir=tmp_path, settings=FAST)
-    machine = make_machine(service)
-    run_state_machine_as_test(
-        machine,
-        # No health check is suppressed: none fires (they time data generation, which is
-        # quick here; the rules' time is the workers'). No deadline: a burst lasts as
-        # long as the workers take to answer, which the test does not control.
-        settings=settings(max_examples=10, stateful_step_count=20, deadline=None),
-    )
+    run_state_machine_as_test(make_machine(service, Direct(service)), settings=RUNS)
+
+
+def test_concurrent_http_control_requests_keep_every_invariant(db, tmp_path) -> None:
+    """The same race through a real server's HTTP API, its workers on the same database:
+    no request gets a 5xx, and the invariants hold."""
+    from tests.server.conftest import make_config, start_server
+
+    url = db.url.render_as_string(hide_password=False)
+    live = start_server(make_config(tmp_path, database_url=url, workers=False), settings=FAST)
+    try:
+        machine = make_machine(live.server.jobs, OverHTTP(live.url))
+        run_state_machine_as_test(machine, settings=settings(RUNS, max_examples=5))
+    finally:
+        live.stop()
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
