@@ -4,10 +4,13 @@ and confined to the store's root."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -99,7 +102,22 @@ class LocalArtifacts:
         return self.path(f"jobs/{job_id}/checkpoint")
 
     def save_run_state(self, job_id: str, state: RunState) -> None:
-        state.save(self._checkpoint_dir(job_id))  # atomic: the previous one survives a crash
+        with self._checkpoint_lock(job_id, fcntl.LOCK_EX):
+            state.save(self._checkpoint_dir(job_id))  # atomic: the previous one survives a crash
+
+    @contextmanager
+    def _checkpoint_lock(self, job_id: str, mode: int) -> Iterator[None]:
+        """A job's checkpoint is saved under an exclusive lock and read under a shared
+        one (``flock`` on ``jobs/{id}/.checkpoint.lock``, so across processes too): a save
+        is two renames, and a read between them would find half of it."""
+        path = self.path(f"jobs/{job_id}/.checkpoint.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+b") as handle:
+            fcntl.flock(handle, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def has_run_state(self, job_id: str) -> bool:
         """Whether the job has a checkpoint to resume from (nothing is read)."""
@@ -110,4 +128,5 @@ class LocalArtifacts:
         old = directory.with_name(f".{directory.name}.old")
         if not directory.exists() and not old.exists():
             return None
-        return RunState.load(directory)
+        with self._checkpoint_lock(job_id, fcntl.LOCK_SH):
+            return RunState.load(directory)

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -199,3 +200,32 @@ def test_a_job_that_kills_its_worker_fails_after_max_crashes(db, tmp_path) -> No
     ended = service.get(job.id)
     assert ended.state == JobState.FAILED and ended.crashes == settings.max_crashes
     assert ended.error["type"] == "worker_crashed" and "died 3 times" in ended.error["message"]
+
+
+def test_a_checkpoint_read_while_it_is_saved_again_is_never_half_read(service) -> None:
+    """An edit on a pausing job reads its checkpoint while the worker may be saving it
+    (two renames): the read finds the old one or the new one, never half of either."""
+    job_id, _folder = paused_at_step(service)
+    states = [service.artifacts.load_run_state(job_id)]
+    assert states[0] is not None
+    problems: list[BaseException] = []
+    saving = threading.Event()
+
+    def save() -> None:
+        saving.set()
+        for _ in range(150):
+            service.artifacts.save_run_state(job_id, states[0])
+
+    saver = threading.Thread(target=save)
+    saver.start()
+    saving.wait(5)
+    reads = 0
+    while saver.is_alive() or reads < 20:
+        try:
+            loaded = service.artifacts.load_run_state(job_id)
+            assert loaded is not None and loaded.blobs == states[0].blobs
+        except BaseException as exc:
+            problems.append(exc)
+        reads += 1
+    saver.join()
+    assert problems == [], f"{len(problems)} of {reads} reads failed: {problems[:3]}"
