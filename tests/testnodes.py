@@ -8,12 +8,14 @@ import os
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from midrun.graph.registry import NodeRegistry
 from midrun.graph.types import (
     COMBO,
     FLOAT,
+    HIDDEN_RUN_CONTEXT,
     HIDDEN_UNIQUE_ID,
     INT,
     STRING,
@@ -171,6 +173,21 @@ class Tape:
         return len(state["tape"]), state["tape"][-1] if state["tape"] else -1
 
 
+def save_bytes(value: Any, size: int, context: Any) -> NodeResult:
+    """Writes ``size`` bytes to the run's output folder (as a SaveImage would), leaving
+    nothing when the write fails."""
+    CALLS["SaveBytes"] += 1
+    folder = Path(context.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"bytes_{context.run_id}.bin"
+    try:
+        path.write_bytes(bytes([len(str(value)) % 256]) * size)
+    except OSError:
+        path.unlink(missing_ok=True)  # no half-written file left behind
+        raise
+    return NodeResult(ui={"files": [{"filename": path.name, "size": size}]})
+
+
 def crash(value: int) -> tuple[int]:
     """Kills its own process, as a node that crashes the interpreter would."""
     os._exit(70)
@@ -249,6 +266,17 @@ def test_types() -> list[NodeType]:
             (InputSpec("steps", INT, default=5, min=0, max=1000),),
             (OutputSpec(INT, "length"), OutputSpec(INT, "last")),
             Tape(),
+        ),
+        NodeType(
+            "SaveBytes",
+            (
+                InputSpec("value", "*"),
+                InputSpec("size", INT, default=1024, min=0, max=1 << 30),
+                InputSpec("context", HIDDEN_RUN_CONTEXT, section="hidden"),
+            ),
+            (),
+            save_bytes,
+            output_node=True,
         ),
         NodeType("Crash", (InputSpec("value", INT),), (OutputSpec(INT),), crash),
         NodeType("Declared", (InputSpec("value", INT),), (OutputSpec(INT),), None),

@@ -6,6 +6,7 @@ same object can travel in a ``node_errors`` map, an HTTP body or a CLI report.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,33 @@ class RunStateError(MidrunError):
     """A saved run state cannot be read or does not match the workflow."""
 
     type = "invalid_run_state"
+
+
+class InsufficientStorage(MidrunError):
+    """A write was refused because the disk (or the database) is full (HTTP 507)."""
+
+    type = "insufficient_storage"
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the disk or the database is full: an
+    ``OSError`` ENOSPC / EDQUOT, SQLite's "database or disk is full", PostgreSQL's
+    SQLSTATE 53100 (disk_full)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _FULL:
+            return True
+        if getattr(current, "sqlstate", None) == "53100":
+            return True
+        if "database or disk is full" in str(current):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
 
 
 class InputNotHotSwappable(MidrunError):

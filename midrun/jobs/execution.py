@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from midrun.core.errors import MidrunError, RunStateError
+from midrun.core.errors import InsufficientStorage, MidrunError, RunStateError, disk_full
 from midrun.core.events import EventKind
 from midrun.engine.edits import apply_edits, edit_suspended
 from midrun.engine.executor import Executor, RunStatus
@@ -210,6 +210,10 @@ class Execution:
         except MidrunError as exc:
             return RunEnd(RunStatus.FAILED, error=exc)
         except Exception as exc:  # a fault of midrun's own (node errors are the run's)
+            if disk_full(exc):
+                return RunEnd(RunStatus.FAILED, error=InsufficientStorage(
+                    f"The disk is full: {type(exc).__name__}: {exc}. Free space and run the "
+                    "job again"))  # fmt: skip
             log.exception("job %s: its run failed outside its nodes", job.id)
             return RunEnd(RunStatus.FAILED, error=WorkerFault(exc, "running"))
         steps = [s for s, _ in result.in_flight.values()]
@@ -244,7 +248,16 @@ class Execution:
             self._decode_partial(end)  # kept with the partial results
         released = self._release(end)
         if end.state is not None and end.status in (RunStatus.SUSPENDED, RunStatus.ABORTED):
-            service.artifacts.save_run_state(job_id, end.state)
+            try:
+                service.artifacts.save_run_state(job_id, end.state)
+            except OSError as exc:
+                if not disk_full(exc):
+                    raise
+                end = self._no_room(end, exc)
+        if end.status == RunStatus.FAILED and end.error is not None and disk_full(end.error):
+            end.error = InsufficientStorage(f"The disk is full: {end.error.message}. Free space "
+                                            "and run the job again", node_id=end.error.extra_info
+                                            .get("node_id"))  # fmt: skip
         if self.previews is not None and end.status == RunStatus.COMPLETED:
             self.previews.retain()  # before the job reads as completed
         try:
@@ -306,6 +319,19 @@ class Execution:
             count_ended(conn, job)
         return job
 
+    def _no_room(self, end: RunEnd, exc: OSError) -> RunEnd:
+        """The run stopped but its checkpoint did not fit on the disk: a pause cannot
+        keep it, so the job fails with ``insufficient_storage`` (the previous checkpoint,
+        if any, stays); an abort keeps no partial run and still ends aborted."""
+        log.error("job %s: no room for its checkpoint: %s", self.job.id, exc)
+        if end.status == RunStatus.ABORTED:
+            end.state = None
+            return end
+        return RunEnd(RunStatus.FAILED, error=InsufficientStorage(
+            f"The disk is full: the job's checkpoint at step {end.step} could not be saved "
+            f"({exc.strerror or exc}), so it could not pause. Free space and run it again"),
+            outputs=end.outputs, step=end.step)  # fmt: skip
+
     def _abort_asked(self) -> bool:
         """Whether an abort is pending on the row (a suspended run that will end aborted
         gets its partial image; the recording itself settles the outcome)."""
@@ -328,7 +354,13 @@ class Execution:
                 continue
             if image is not None:
                 key = f"jobs/{self.job.id}/partial_{node_id}.png"
-                self.service.artifacts.put(key, image)
+                try:
+                    self.service.artifacts.put(key, image)
+                except OSError as exc:
+                    if not disk_full(exc):
+                        raise
+                    log.warning("job %s: no room for its partial image", self.job.id)
+                    continue
                 end.outputs.setdefault("partial", {})[node_id] = key
 
     def _release(self, end: RunEnd) -> int:

@@ -11,10 +11,11 @@ points are not where a breakpoint or a step stops."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from midrun.core.errors import MidrunError
+from midrun.core.errors import MidrunError, disk_full
 from midrun.core.events import EventKind
 from midrun.debug import stops
 from midrun.debug.breakpoints import BreakpointSet
@@ -28,8 +29,10 @@ from midrun.jobs.states import JobState
 if TYPE_CHECKING:
     from midrun.jobs.service import Jobs
 
+log = logging.getLogger(__name__)
 PAUSE, EDIT = "pause", "edit"
 BREAKPOINT, STEP = "breakpoint", "step"
+DISK_FULL = "disk_full"  # a node's write found the disk full: the job pauses there
 # Breakpoint changes made in this process reach a running job at once (its mailbox is
 # poked); those made elsewhere are read this often.
 BREAKPOINT_POLL_S = 1.0
@@ -77,6 +80,13 @@ class JobHook(Hook):
             refire, self._refire = self._refire, None
             if point.position != Position.BEFORE or point.node_id != refire[0]:
                 refire = None
+        if point.position == Position.ERROR and point.error is not None \
+                and disk_full(point.error):  # fmt: skip
+            # Paused where the write failed (the node runs again on resume), not failed:
+            # once space is freed it goes on. If even its checkpoint does not fit, the
+            # worker fails it with insufficient_storage instead.
+            return self._stop(point, DISK_FULL, [], error=f"{type(point.error).__name__}: "
+                              f"{point.error}")  # fmt: skip
         signal = self.signal
         signal.node_id, signal.step = point.node_id, point.step
         signal.total_steps = point.total_steps
@@ -180,8 +190,10 @@ class JobHook(Hook):
             return self._stop(point, STEP, [])
         return None
 
-    def _stop(self, point: ControlPoint, by: str, hits: list[str]) -> Directive | None:
-        """Pause the job here (``running -> pausing``, as a pause request would)."""
+    def _stop(self, point: ControlPoint, by: str, hits: list[str], **data: Any
+              ) -> Directive | None:  # fmt: skip
+        """Pause the job here (``running -> pausing``, as a pause request would);
+        ``data`` goes with its ``pausing`` event."""
         service, job_id = self.service, self.job_id
         mode = self.stepping.mode.value if self.stepping else None
         self.stepping = None
@@ -195,12 +207,12 @@ class JobHook(Hook):
                 service.store.record(conn, job_id, EventKind.BREAKPOINT_HIT, step=point.step,
                                      node_id=point.node_id, breakpoint_id=bp_id,
                                      position=position)  # fmt: skip
-            if not hits:
+            if by == STEP:
                 service.store.record(conn, job_id, EventKind.STEP_REACHED, step=point.step,
                                      node_id=point.node_id, mode=mode,
                                      position=position)  # fmt: skip
             service.store.record(conn, job_id, EventKind.PAUSING, by=by, step=point.step,
-                                 node_id=point.node_id)  # fmt: skip
+                                 node_id=point.node_id, **data)  # fmt: skip
             # Where it stops is on the row before anyone hears of the stop.
             service.store.set_progress(conn, job_id, _progress(point, held=by))
         return Directive.suspend(by)
@@ -219,7 +231,16 @@ class JobHook(Hook):
             state = point.checkpoint()
         except MidrunError:
             return  # not encodable right now: the next point tries again
-        self.service.artifacts.save_run_state(self.job_id, state)
+        try:
+            self.service.artifacts.save_run_state(self.job_id, state)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            # A crash checkpoint is a precaution: the run goes on, the previous one stays.
+            log.warning("job %s: no room for its checkpoint at step %s", self.job_id,
+                        point.step)  # fmt: skip
+            self._last_checkpoint = time.monotonic()
+            return
         step = point.step if point.position == Position.STEP else 0
         with self.service.db.begin() as conn:
             self.service.store.set_checkpoint_step(conn, self.job_id, step)

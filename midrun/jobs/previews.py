@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from midrun.core.errors import MidrunError
+from midrun.core.errors import MidrunError, disk_full
 from midrun.core.events import EventKind
 
 if TYPE_CHECKING:
     from midrun.jobs.service import Jobs
+
+log = logging.getLogger(__name__)
 
 _EXT = {"image/jpeg": "jpg", "image/webp": "webp", "image/png": "png"}
 MAX_EVERY = 1000
@@ -61,7 +64,13 @@ class PreviewRecorder:
     def _record(self, preview: Any) -> None:
         ext = _EXT.get(preview.mime, "bin")
         key = f"jobs/{self.job_id}/previews/{preview.node_id}_{preview.step:05d}.{ext}"
-        self.service.artifacts.put(key, preview.data)
+        try:
+            self.service.artifacts.put(key, preview.data)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            log.warning("job %s: no room for its preview at step %s", self.job_id, preview.step)
+            return  # a preview is a view: the run goes on without it
         entry = {
             "step": preview.step,
             "total_steps": preview.total_steps,

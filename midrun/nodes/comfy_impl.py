@@ -63,19 +63,26 @@ def _write_images(
     subfolder = os.path.relpath(folder, root.resolve())
     subfolder = "" if subfolder == "." else Path(subfolder).as_posix()
     counter = _next_counter(folder, stem)
-    results = []
-    for image in images:
-        data = img.png_bytes(image, prompt, extra_pnginfo, compress_level)
-        while True:  # jobs on other workers number into the same folder: never overwrite
-            name = f"{stem}_{counter:05}_.png"
-            try:
-                with open(folder / name, "xb") as file:
-                    file.write(data)
-                break
-            except FileExistsError:
-                counter += 1
-        results.append({"filename": name, "subfolder": subfolder, "type": kind})
-        counter += 1
+    results: list[dict[str, str]] = []
+    try:
+        for image in images:
+            data = img.png_bytes(image, prompt, extra_pnginfo, compress_level)
+            while True:  # jobs on other workers number into the same folder: never overwrite
+                name = f"{stem}_{counter:05}_.png"
+                try:
+                    with open(folder / name, "xb") as file:
+                        results.append({"filename": name, "subfolder": subfolder, "type": kind})
+                        file.write(data)
+                    break
+                except FileExistsError:
+                    counter += 1
+            counter += 1
+    except OSError:
+        # A full disk (or another write fault): none of this call's files stay, half
+        # written or not, so running the node again writes them whole.
+        for written in results:
+            (folder / written["filename"]).unlink(missing_ok=True)
+        raise
     return NodeResult(outputs=(images,), ui={"images": results})
 
 

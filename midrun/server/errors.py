@@ -3,14 +3,13 @@ kind of mistake it was; state conflicts are 409 and carry the state found."""
 
 from __future__ import annotations
 
-import errno
 import logging
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from midrun.core.errors import MidrunError
+from midrun.core.errors import InsufficientStorage, MidrunError, disk_full
 
 # error type -> HTTP status (anything else a client caused is a 400)
 STATUS = {
@@ -65,30 +64,9 @@ def error(status: int, type_: str, message: str, **extra: Any) -> JSONResponse:
 # -- faults that are not the caller's ---------------------------------------------------
 
 log = logging.getLogger("midrun.server")
-_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) says the disk or the database is full: an
-    ``OSError`` ENOSPC / EDQUOT, SQLite's "database or disk is full", PostgreSQL's
-    SQLSTATE 53100 (disk_full)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in _FULL:
-            return True
-        if getattr(current, "sqlstate", None) == "53100":
-            return True
-        if "database or disk is full" in str(current):
-            return True
-        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
-    return False
-
-
-def insufficient_storage(what: str) -> HTTPError:
-    return HTTPError(507, "insufficient_storage", f"{what}: the server's disk is full; "
-                     "nothing was changed. Free space on it and try again")  # fmt: skip
+def insufficient_storage(what: str) -> InsufficientStorage:
+    return InsufficientStorage(f"{what}: the server's disk is full; nothing was changed. "
+                               "Free space on it and try again")
 
 
 async def server_fault(request: Request, exc: Exception) -> JSONResponse:

@@ -24,9 +24,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute
 
+from midrun.core.errors import disk_full
 from midrun.jobs.previews import MAX_EVERY
 from midrun.server.auth import current_user
-from midrun.server.errors import HTTPError, disk_full, insufficient_storage
+from midrun.server.errors import HTTPError, insufficient_storage
 from midrun.server.requests import body_of
 from midrun.server.routing import both
 

@@ -6,14 +6,13 @@ succeed and the database is intact."""
 from __future__ import annotations
 
 import contextlib
-import errno
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import disks
 from tests.server.conftest import LiveServer, make_config, start_server, txt2img
 
 SIZE_MB = 24
@@ -21,31 +20,11 @@ SIZE_MB = 24
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SIZE_MB}m", "tmpfs",
-                           str(mount)], capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
+    with disks.small_disk(tmp_path, SIZE_MB) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def fill(disk: Path) -> Path:
-    """Write a filler file until the disk refuses another byte."""
-    filler = disk / "filler"
-    chunk = b"\0" * (1 << 20)
-    with open(filler, "wb", buffering=0) as f:
-        for size in (1 << 20, 1 << 12, 1):
-            with contextlib.suppress(OSError):
-                while True:
-                    f.write(chunk[:size])
-    with pytest.raises(OSError) as full:
-        (disk / "probe").write_bytes(b"x")
-    assert full.value.errno == errno.ENOSPC
-    return filler
+fill = disks.fill
 
 
 @pytest.fixture
