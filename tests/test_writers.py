@@ -18,6 +18,7 @@ WRITERS = {
     "job_edits": "midrun.jobs.records",
     "job_events": "midrun.jobs.records",
     "job_debug_state": "midrun.jobs.records",
+    "job_files": "midrun.jobs.records",
     "workers": "midrun.jobs.worker",
     "pipeline": "midrun.jobs.pipeline",
     "batches": "midrun.jobs.batches",

@@ -317,6 +317,7 @@ class Execution:
             from midrun.jobs.batches import count_ended
 
             count_ended(conn, job)
+        store.index_files(conn, job, outputs)
         return job
 
     def _no_room(self, end: RunEnd, exc: OSError) -> RunEnd:

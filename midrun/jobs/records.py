@@ -11,13 +11,21 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
 from midrun.core.events import EventKind
 from midrun.jobs.signals import EventBus
 from midrun.jobs.states import JobConflict, JobNotFound, JobState, check_transition
 from midrun.store.database import Database, after_commit
-from midrun.store.schema import job_debug_state, job_edits, job_events, jobs, now, workers
+from midrun.store.schema import (
+    job_debug_state,
+    job_edits,
+    job_events,
+    job_files,
+    jobs,
+    now,
+    workers,
+)
 
 #: Written into every audit event's data, so a process tailing the log (the server's event
 #: relay) can tell events it published itself from those of workers elsewhere.
@@ -303,6 +311,27 @@ class JobStore:
         """The job's workflow with its applied edits (not a state change: the version stays)."""
         connection.execute(update(jobs).where(jobs.c.id == job_id).values(workflow=workflow))
 
+    def index_files(self, connection: Connection, job: Job, outputs: Any) -> None:
+        """Record whose the files named by ``outputs`` (the job's, as it ends or pauses)
+        are: what :meth:`owns_file` answers from."""
+        connection.execute(delete(job_files).where(job_files.c.job_id == job.id))
+        rows = [
+            {"job_id": job.id, "type": kind, "subfolder": folder, "filename": name,
+             "owner": job.owner}
+            for kind, folder, name in output_files(outputs)
+        ]  # fmt: skip
+        if rows:
+            connection.execute(insert(job_files), rows)
+
+    def owns_file(self, owner: str | None, kind: str, subfolder: str, filename: str) -> bool:
+        """Whether a job of ``owner`` names this file in its outputs."""
+        query = select(job_files.c.job_id).where(
+            job_files.c.filename == filename, job_files.c.type == kind,
+            job_files.c.subfolder == file_folder(subfolder), job_files.c.owner == owner,
+        ).limit(1)  # fmt: skip
+        with self.db.read() as connection:
+            return connection.execute(query).first() is not None
+
     def set_progress(self, connection: Connection, job_id: str, progress: dict[str, Any]) -> None:
         """Where the running job stands (not a state change: the version stays)."""
         connection.execute(update(jobs).where(jobs.c.id == job_id).values(progress=progress))
@@ -422,3 +451,28 @@ class JobStore:
         return [Job.from_row(r) for r in connection.execute(query.order_by(jobs.c.id))]
 
 
+MAX_FILES = 10_000  # files indexed per job
+
+
+def file_folder(subfolder: str) -> str:
+    """A subfolder as the index keeps it: slash-separated, no leading, trailing or "."."""
+    parts = [p for p in subfolder.replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(parts)
+
+
+def output_files(outputs: Any) -> list[tuple[str, str, str]]:
+    """``(type, subfolder, filename)`` of each file a job's outputs name: ComfyUI's UI
+    results, ``{node_id: {"images": [{"filename", "subfolder", "type"}, ...], ...}}``."""
+    found: set[tuple[str, str, str]] = set()
+    if not isinstance(outputs, dict):
+        return []
+    for ui in outputs.values():
+        if not isinstance(ui, dict):
+            continue
+        for items in ui.values():
+            for item in items if isinstance(items, list) else ():
+                if isinstance(item, dict) and isinstance(item.get("filename"), str):
+                    kind, folder = item.get("type") or "output", item.get("subfolder") or ""
+                    if isinstance(kind, str) and isinstance(folder, str):
+                        found.add((kind[:20], file_folder(folder)[:500], item["filename"][:500]))
+    return sorted(found)[:MAX_FILES]

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute
 
 from midrun.server.auth import current_user
 from midrun.server.errors import HTTPError
+from midrun.server.requests import jobs_of
 from midrun.server.routing import both, server_of
 from midrun.server.userdata import atomic_write
 
@@ -85,6 +86,11 @@ def split_annotation(name: str) -> tuple[str, str | None]:
     return (match["name"], match["type"]) if match else (name, None)
 
 
+# Folders shared by every user whose files belong to the job that made them: a creator
+# fetches only what their own jobs' outputs name (inputs are shared, as in ComfyUI).
+OWNED_TYPES = ("output", "temp")
+
+
 async def view(request: Request) -> Response:
     query = request.query_params
     if "filename" not in query:
@@ -99,6 +105,12 @@ async def view(request: Request) -> Response:
         raise HTTPError(400, "invalid_subfolder", "Invalid subfolder")
     path = existing_file(base, subfolder, filename, "The file is outside its folder",
                          f"{filename} not found")  # fmt: skip
+    user = current_user(request)
+    if file_type in OWNED_TYPES and not user.admin:
+        owned = await run_in_threadpool(jobs_of(request).store.owns_file, user.name, file_type,
+                                        subfolder, filename)  # fmt: skip
+        if not owned:  # as if absent: whose files exist is not for a creator to learn
+            raise HTTPError(404, "not_found", f"{filename} not found")
     name = path.name
     preview, channel = query.get("preview"), query.get("channel", "")
     if preview is not None:

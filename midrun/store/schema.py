@@ -128,6 +128,19 @@ Index("ix_jobs_queue", jobs.c.state, jobs.c.priority, jobs.c.number)
 Index("ix_jobs_number", jobs.c.number)
 Index("ix_jobs_batch", jobs.c.batch_id, jobs.c.batch_index)
 
+# The files a job's outputs name (ComfyUI's /view type, subfolder, filename), with the
+# job's owner: whose a file in the shared output and temp folders is (0003).
+job_files = Table(
+    "job_files",
+    metadata,
+    Column("job_id", String(64), ForeignKey("jobs.id"), primary_key=True),
+    Column("type", String(20), primary_key=True),
+    Column("subfolder", String(500), primary_key=True),
+    Column("filename", String(500), primary_key=True),
+    Column("owner", String(100), nullable=True),
+)
+Index("ix_job_files_file", job_files.c.filename, job_files.c.type, job_files.c.subfolder)
+
 job_debug_state = Table(
     "job_debug_state",
     metadata,

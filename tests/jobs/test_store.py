@@ -121,3 +121,35 @@ def test_artifacts_round_trip_and_list(tmp_path) -> None:
     assert store.list("jobs/a") == ["jobs/a/previews/1.jpg", "jobs/a/previews/2.jpg"]
     store.delete("jobs/a/previews")
     assert store.list("jobs/a") == []
+
+
+def test_the_files_a_job_outputs_name_are_indexed_with_its_owner(service) -> None:
+    from midrun.jobs.records import output_files
+    from midrun.jobs.worker import WorkerPool
+
+    saving = {
+        "1": {"class_type": "Const", "inputs": {"value": 3}},
+        "2": {"class_type": "SaveBytes", "inputs": {"value": ["1", 0], "size": 8}},
+    }
+    job = service.submit(saving, owner="ana")
+    with WorkerPool(service, ["cpu"]):
+        done = service.wait(job.id)
+    assert done.state.value == "completed"
+    name = f"bytes_{job.id}.bin"
+    assert service.store.owns_file("ana", "output", "", name)
+    assert service.store.owns_file("ana", "output", "./", name)  # the same folder
+    assert not service.store.owns_file("bob", "output", "", name)
+    assert not service.store.owns_file("ana", "temp", "", name)
+    assert not service.store.owns_file("ana", "output", "other", name)
+    assert output_files(
+        {
+            "9": {
+                "images": [
+                    {"filename": "a.png", "subfolder": "x/", "type": "temp"},
+                    "junk",
+                    {"filename": 3},
+                ]
+            },
+            "partial": {"5": "jobs/j/partial_5.png"},
+        }
+    ) == [("temp", "x", "a.png")]

@@ -199,6 +199,44 @@ def test_creators_see_only_their_own_jobs_through_comfyui_routes(guarded: LiveSe
         http.close()
 
 
+def test_creators_fetch_only_their_own_outputs_through_view(tmp_path: Path) -> None:
+    live = start_server(make_config(tmp_path, auth=True))
+    try:
+        users = live.server.users
+        ana, bob, root = (live.client(headers={"Authorization": f"Bearer {users.create(n, r)}"})
+                          for n, r in (("ana", "creator"), ("bob", "creator"),
+                                       ("root", "admin")))  # fmt: skip
+        job_id = ana.post("/prompt", json={"prompt": txt2img(steps=1)}).json()["prompt_id"]
+        done = live.server.jobs.wait(job_id, timeout=120)
+        assert done.state.value == "completed", done.error
+        image = done.outputs["9"]["images"][0]
+        query = {"filename": image["filename"], "subfolder": image["subfolder"],
+                 "type": "output"}  # fmt: skip
+        assert ana.get("/view", params=query).content.startswith(b"\x89PNG")
+        assert root.get("/view", params=query).status_code == 200
+        refused = bob.get("/view", params=query)
+        assert refused.status_code == 404 and refused.json()["error"]["type"] == "not_found"
+        assert bob.get("/view", params={**query, "preview": "webp;50"}).status_code == 404
+        (live.server.config.output_dir / "loose.png").write_bytes(image_bytes())
+        loose = {"filename": "loose.png", "type": "output"}
+        assert (ana.get("/view", params=loose).status_code,
+                root.get("/view", params=loose).status_code) == (404, 200)  # fmt: skip
+        for http in (ana, bob, root):
+            http.close()
+    finally:
+        live.stop()
+
+
+def image_bytes() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def test_token_values_never_reach_the_access_log() -> None:
     import logging
 
