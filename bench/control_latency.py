@@ -8,11 +8,14 @@
 * global_pause_ms: ``pause_pipeline()`` with 4 jobs running on 4 workers, until every one
   is paused (worst of the trials).
 * edit_apply_ms: a cfg edit on a running job -> applied at the next control point.
+* released_per_pause_mb: the device memory a pause gave back (the sampler's tensors; the
+  models stay cached), median.
 * enqueue_per_s: validated txt2img submissions per second (one transaction each), from
   one client; enqueue_concurrent_per_s: the same from 8 client threads (PostgreSQL commits
   concurrent transactions together, so its fsync-bound single-client rate rises).
 
-    python bench/control_latency.py --json [--database postgresql://...]
+    python bench/control_latency.py --json [--database postgresql://...] [--device cuda:0]
+        [--size 512]
 """
 
 from __future__ import annotations
@@ -84,20 +87,22 @@ def main() -> None:
     parser.add_argument("--database", default=None)
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--enqueue", type=int, default=2000)
+    parser.add_argument("--device", default="cpu", help="where the 4 workers run (cuda:0 ...)")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="midrun-bench-"))
     testing.write_single_file(root / "models" / "checkpoints" / "tiny_sd15.safetensors", SD15)
-    runtime = DiffusionRuntime.create(root / "models", device="cpu",
+    runtime = DiffusionRuntime.create(root / "models", device=args.device,
                                       output_dir=root / "output")  # fmt: skip
     registry = attach(builtin_registry(root / "models"), runtime)
     db = Database.open(args.database, data_dir=root / "data")
     settings = JobSettings(poll_interval=0.05, checkpoint_every_seconds=0)
     service = Jobs(db, registry, data_dir=root / "data", runtime=runtime, settings=settings)
     clock = Clock(service)
-    workflow = txt2img(steps=10_000, size=64)
+    workflow = txt2img(steps=10_000, size=args.size)
     figures: dict[str, Any] = {}
-    with WorkerPool(service, ["cpu"] * 4):
-        pauses, resumes, edits = [], [], []
+    with WorkerPool(service, [args.device] * 4):
+        pauses, resumes, edits, released = [], [], [], []
         for _ in range(args.trials):
             job = service.submit(workflow)
             clock.wait("progress", job.id, 0, lambda e: e["step"] >= 3)
@@ -112,6 +117,8 @@ def main() -> None:
             edits.append(clock.wait("edit_applied", job.id, start) - start)
             service.abort(job.id, "bench")
             service.wait(job.id)
+            released += [e["data"].get("released_bytes", 0) for e in service.events(job.id)
+                         if e["kind"] == "paused"]  # fmt: skip
         queued = [e["job_id"] for _, e in clock.events if e["type"] == "midrun.queued"]
         steps = [b - a for j in queued for a, b in itertools.pairwise(clock.steps(j))]
         globals_ = []
@@ -154,6 +161,9 @@ def main() -> None:
         enqueue_per_s=round(enqueue),
         enqueue_concurrent_per_s=round(enqueue_concurrent),
         step_ms=round(statistics.median(steps) * ms, 1),
+        released_per_pause_mb=round(statistics.median(released) / 2**20, 3),
+        device=args.device,
+        size=args.size,
         database=db.dialect,
         trials=args.trials,
     )

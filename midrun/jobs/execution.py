@@ -211,9 +211,7 @@ class Execution:
             return RunEnd(RunStatus.FAILED, error=exc)
         except Exception as exc:  # a fault of midrun's own (node errors are the run's)
             if disk_full(exc):
-                return RunEnd(RunStatus.FAILED, error=InsufficientStorage(
-                    f"The disk is full: {type(exc).__name__}: {exc}. Free space and run the "
-                    "job again"))  # fmt: skip
+                return RunEnd(RunStatus.FAILED, error=no_space(f"{type(exc).__name__}: {exc}"))
             log.exception("job %s: its run failed outside its nodes", job.id)
             return RunEnd(RunStatus.FAILED, error=WorkerFault(exc, "running"))
         steps = [s for s, _ in result.in_flight.values()]
@@ -255,9 +253,7 @@ class Execution:
                     raise
                 end = self._no_room(end, exc)
         if end.status == RunStatus.FAILED and end.error is not None and disk_full(end.error):
-            end.error = InsufficientStorage(f"The disk is full: {end.error.message}. Free space "
-                                            "and run the job again", node_id=end.error.extra_info
-                                            .get("node_id"))  # fmt: skip
+            end.error = no_space(end.error.message, node_id=end.error.extra_info.get("node_id"))
         if self.previews is not None and end.status == RunStatus.COMPLETED:
             self.previews.retain()  # before the job reads as completed
         try:
@@ -328,10 +324,9 @@ class Execution:
         if end.status == RunStatus.ABORTED:
             end.state = None
             return end
-        return RunEnd(RunStatus.FAILED, error=InsufficientStorage(
-            f"The disk is full: the job's checkpoint at step {end.step} could not be saved "
-            f"({exc.strerror or exc}), so it could not pause. Free space and run it again"),
-            outputs=end.outputs, step=end.step)  # fmt: skip
+        error = no_space(f"the job's checkpoint at step {end.step} could not be saved "
+                         f"({exc.strerror or exc}), so it could not pause")  # fmt: skip
+        return RunEnd(RunStatus.FAILED, error=error, outputs=end.outputs, step=end.step)
 
     def _abort_asked(self) -> bool:
         """Whether an abort is pending on the row (a suspended run that will end aborted
@@ -370,6 +365,12 @@ class Execution:
         end.live = None
         self.backend.release()
         return held
+
+
+def no_space(what: str, **extra: Any) -> InsufficientStorage:
+    """A job's end on a full disk, saying what did not fit."""
+    return InsufficientStorage(f"The disk is full: {what}. Free space and run the job again",
+                               **extra)  # fmt: skip
 
 
 class WorkerFault(MidrunError):
