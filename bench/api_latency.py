@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 import websockets
-from report import emit  # bench/report.py (benchmarks run as scripts)
+from report import emit, percentile  # bench/report.py (benchmarks run as scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -215,13 +215,6 @@ async def load(url: str, clients: int, seconds: float, post_interval: float) -> 
         await http.post(f"/api/jobs/{job_id}/abort", json={"reason": "bench over"})
     results.gets = round(results.gets / elapsed)  # per second, from here on
     return results
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def figures(results: Results, args: argparse.Namespace) -> dict[str, Any]:

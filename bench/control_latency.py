@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from report import emit  # bench/report.py (benchmarks run as scripts)
+from report import emit, percentile  # bench/report.py (benchmarks run as scripts)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -74,11 +74,6 @@ class Clock:
     def steps(self, job_id: str) -> list[float]:
         return [at for at, e in self.events
                 if e["type"] == "midrun.progress" and e.get("job_id") == job_id]  # fmt: skip
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ from midrun.graph.parameters import extract_parameters
 from midrun.graph.validation import validate
 from midrun.graph.workflow import Workflow
 from midrun.nodes import builtin_registry
+from midrun.nodes.runtime import with_runtime
 
 from . import serve
 from .client import Client, ClientError, Edit, HttpClient, connect
@@ -117,27 +118,10 @@ def _stop_hook(spec: str | None) -> list[Hook]:
 
 
 def _with_diffusion(registry, class_types: set[str], args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """Attach the diffusion runtime when the workflow uses ComfyUI's core nodes (torch is
-    imported only then; without the ``diffusion`` extra those nodes stay unimplemented
-    and the run is refused with a clear error)."""
-    from midrun.nodes.comfy_core import comfy_core_types
-
-    if not class_types & {t.class_type for t in comfy_core_types()}:
-        return registry
-    try:
-        from midrun.diffusion.runtime import DiffusionRuntime
-        from midrun.nodes.comfy_impl import attach
-    except ImportError:
-        return registry
-    runtime = DiffusionRuntime.create(
-        args.models_dir,
-        device=args.device,
-        precision=args.precision,
-        output_dir=args.output_dir,
-        input_dir=args.input_dir or "input",
-        extra_model_paths=args.extra_model_paths,
-    )
-    return attach(registry, runtime)
+    return with_runtime(registry, class_types, args.models_dir, device=args.device,
+                        precision=args.precision, output_dir=args.output_dir,
+                        input_dir=args.input_dir or "input",
+                        extra_model_paths=args.extra_model_paths)  # fmt: skip
 
 
 def _execute(args: argparse.Namespace, resume: bool) -> int:
@@ -728,9 +712,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=os.environ.get("MIDRUN_DATA_DIR", "data"))
     p.set_defaults(fn=cmd_demo)
 
+    p = sub.add_parser("dap", help="a Debug Adapter Protocol server (VS Code, any DAP client)")
+    p.add_argument("--port", type=int, default=None,
+                   help="serve on 127.0.0.1:PORT instead of stdio (0: any free port)")
+    p.add_argument("--once", action="store_true", help="with --port: exit after one session")
+    p.set_defaults(fn=cmd_dap)
+
     serve.add_parsers(sub)
     _client_parsers(sub)
     return parser
+
+
+def cmd_dap(args: argparse.Namespace) -> int:
+    from midrun.cli import dap
+
+    return dap.main(args.port, once=args.once)
 
 
 def _connection(p: argparse.ArgumentParser, *, paths: bool = True) -> None:

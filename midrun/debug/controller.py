@@ -137,6 +137,11 @@ class ExecutionController(Hook):
         """Hold the run at its next control point."""
         self._pause_requested = True
 
+    def hold_at(self, node_id: str, position: str) -> None:
+        """Hold the run (or the next one, resumed from a suspend) at ``node_id``'s next
+        ``position`` point, as ``run_to`` does from a stop."""
+        self._stepping = Stepping(StepMode.RUN_TO, node_id, position, (node_id, position))
+
     def request_stop(self) -> None:
         """Abort the run: now if it is held, else at its next control point."""
         with self._lock:
