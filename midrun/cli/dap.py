@@ -26,6 +26,7 @@ from typing import Any
 
 from midrun.cli.targets import (
     EXCEPTION_FILTER,
+    AttachTarget,
     BreakpointResult,
     BreakpointSpec,
     LaunchTarget,
@@ -71,7 +72,7 @@ class Adapter:
         self._send = send
         self._seq = 0
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.target: LaunchTarget | None = None
+        self.target: LaunchTarget | AttachTarget | None = None
         self.done = asyncio.Event()
         self._configured = False
         self._stop_on_entry = False
@@ -138,12 +139,12 @@ class Adapter:
             elif command == "disconnect":
                 self.done.set()
 
-    def _need(self) -> LaunchTarget:
+    def _need(self) -> LaunchTarget | AttachTarget:
         if self.target is None:
             raise RequestError("Nothing is being debugged yet: send launch first")
         return self.target
 
-    def _held(self) -> tuple[LaunchTarget, PauseContext]:
+    def _held(self) -> tuple[LaunchTarget | AttachTarget, PauseContext]:
         target = self._need()
         context = target.context
         if context is None:
@@ -177,30 +178,44 @@ class Adapter:
             target.start(stop_on_entry=self._stop_on_entry)
 
     async def on_attach(self, args: dict[str, Any]) -> None:
-        raise RequestError("attach (to a job on a running midrun server) is not built yet; "
-                           "launch a program instead")  # fmt: skip
+        if self.target is not None:
+            raise RequestError("This session already debugs something; start another session")
+        server, job = args.get("server"), args.get("job")
+        if not isinstance(server, str) or not isinstance(job, str) or not job:
+            raise RequestError("attach needs 'server' (e.g. http://127.0.0.1:8188) and 'job' "
+                               "(a job id on it), and 'token' if the server asks for one")
+        token = args.get("token") if isinstance(args.get("token"), str) else None
+        target = await asyncio.to_thread(AttachTarget, server, job, token=token)
+        target.listeners.append(self._from_target)
+        self.target = target
+        if self._configured:
+            target.start()
 
     async def on_configurationDone(self, args: dict[str, Any]) -> None:
         self._configured = True
         if self.target is not None:
-            self.target.start(stop_on_entry=self._stop_on_entry)
+            await asyncio.to_thread(self.target.start, stop_on_entry=self._stop_on_entry)
 
     async def on_disconnect(self, args: dict[str, Any]) -> None:
-        if self.target is not None and args.get("terminateDebuggee", True) and not self._ended:
-            self.target.terminate()
-            await asyncio.to_thread(self.target.join, 10)
+        target = self.target
+        if target is None:
+            return
+        # A launched program ends with the session; an attached job goes on unless asked.
+        if args.get("terminateDebuggee", target.kind == "launch") and not self._ended:
+            await asyncio.to_thread(target.terminate)
+        await asyncio.to_thread(target.join, 10)
 
     async def on_terminate(self, args: dict[str, Any]) -> None:
         target = self._need()
         if self._ended:
             raise RequestError("The run has already ended")
-        target.terminate()
+        await asyncio.to_thread(target.terminate)
 
     # -- breakpoints -------------------------------------------------------------------
 
     def _breakpoints(self, group: str, specs: list[BreakpointSpec]) -> dict[str, Any]:
         target = self._need()
-        results = target.replace_breakpoints(group, specs)
+        results = target.replace_breakpoints(group, specs)  # (attached: a few HTTP calls)
         for bp_id in [b for b, g in self._groups.items() if g == group]:
             del self._groups[bp_id]
             self._ids.pop(bp_id, None)
@@ -374,7 +389,7 @@ class Adapter:
     async def _command(self, name: str) -> dict[str, Any]:
         target, _ = self._held()
         self._refs.clear()
-        target.command(name)
+        await asyncio.to_thread(target.command, name)
         return {"allThreadsContinued": True}
 
     async def on_continue(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -393,7 +408,7 @@ class Adapter:
         target = self._need()
         if self._ended:
             raise RequestError("The run has already ended")
-        target.pause()
+        await asyncio.to_thread(target.pause)
 
     # -- the target's events (on the run's thread: handed to the adapter's loop) ----------
 
@@ -528,8 +543,8 @@ async def serve(reader: asyncio.StreamReader, write: Callable[[bytes], None]) ->
         task = asyncio.ensure_future(adapter.handle(message))
         pending.add(task)
         task.add_done_callback(pending.discard)
-    if adapter.target is not None and not adapter._ended:
-        adapter.target.terminate()
+    if adapter.target is not None and adapter.target.kind == "launch" and not adapter._ended:
+        adapter.target.terminate()  # a launched program ends with its session
     for task in list(pending):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 5)

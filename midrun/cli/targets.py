@@ -219,20 +219,13 @@ class LaunchTarget:
     # -- breakpoints -------------------------------------------------------------------
 
     def resolve_node(self, name: str) -> str:
-        """A node id from what a person would call it: its id or name, or (a workflow)
-        a title or class type that only one node has."""
-        if name in self.nodes:
-            return name
+        """A node id from what a person would call it (see :func:`find_node`)."""
         if self.kind_of_run == "workflow":
-            matches = [nid for nid, spec in self._graph.nodes.items()
-                       if name in (spec.class_type, (spec.meta or {}).get("title"))]  # fmt: skip
-            if len(matches) == 1:
-                return str(matches[0])
-            if matches:
-                raise TargetError(f"{name!r} names nodes {', '.join(map(str, matches))}; "
-                                  "give one node's id")  # fmt: skip
-        known = ", ".join(self.nodes[:30])
-        raise TargetError(f"No node {name!r} in {self.program.name}; nodes: {known}")
+            named = {str(nid): (spec.class_type, spec.title)
+                     for nid, spec in self._graph.nodes.items()}  # fmt: skip
+        else:
+            named = dict.fromkeys(self.nodes, (None, None))
+        return find_node(name, named, self.program.name)
 
     def node_at_line(self, path: str, line: int) -> str:
         """The node whose function (a StateGraph) or JSON object (a workflow) holds the
@@ -281,13 +274,7 @@ class LaunchTarget:
                 result.breakpoint = bp
                 return result
             if spec.node is not None:
-                name, _, at = spec.node.rpartition("@") if "@" in spec.node else (spec.node,
-                                                                                   "", "")
-                if at:
-                    if not at.isdigit() or int(at) < 1:
-                        raise TargetError(f"{spec.node!r}: after '@' comes a sampler step "
-                                          "(an integer >= 1)")  # fmt: skip
-                    step = int(at)
+                name, step = split_step(spec.node)
                 node_id = self.resolve_node(name)
             elif spec.line is not None and spec.path is not None:
                 node_id = self.node_at_line(spec.path, spec.line)
@@ -470,6 +457,30 @@ class LaunchTarget:
             self._thread.join(timeout)
 
 
+def find_node(name: str, nodes: Mapping[str, tuple[str | None, str | None]], where: str
+              ) -> str:  # fmt: skip
+    """The id of the node ``name`` stands for: an id itself, or a title or class type only
+    one of ``nodes`` (``{id: (class_type, title)}``) has."""
+    if name in nodes:
+        return name
+    matches = [nid for nid, (kind, title) in nodes.items() if name in (kind, title)]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise TargetError(f"{name!r} names nodes {', '.join(matches)}; give one node's id")
+    raise TargetError(f"No node {name!r} in {where}; nodes: {', '.join(list(nodes)[:30])}")
+
+
+def split_step(text: str) -> tuple[str, int | None]:
+    """``"KSampler@12"`` -> ``("KSampler", 12)``; ``"review"`` -> ``("review", None)``."""
+    if "@" not in text:
+        return text, None
+    name, _, at = text.rpartition("@")
+    if not at.isdigit() or int(at) < 1:
+        raise TargetError(f"{text!r}: after '@' comes a sampler step (an integer >= 1)")
+    return name, int(at)
+
+
 def parse_value(text: str) -> Any:
     """A value typed in a debugger: JSON (``5.5``, ``"a cat"``, ``[1, 2]``), else the text."""
     try:
@@ -478,3 +489,237 @@ def parse_value(text: str) -> Any:
         return text
 
 
+
+
+class AttachTarget:
+    """A job on a running midrun server, over its HTTP API and WebSocket: breakpoints are
+    the job's (``/api/jobs/{id}/breakpoints``), a stop is the job paused (its checkpoint
+    saved, the worker free), continue resumes it, a step is a one-shot step request, and
+    setting an input is a pending edit (``PUT /api/jobs/{id}/params``), applied from the
+    next step when it continues, with the API's checks and undo."""
+
+    kind = "attach"
+
+    def __init__(self, server: str, job_id: str, *, token: str | None = None) -> None:
+        import httpx
+
+        self.server, self.job_id = server.rstrip("/"), job_id
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.token = token
+        self.http = httpx.Client(base_url=self.server, timeout=30, headers=headers)
+        job = self._call("GET", f"/api/jobs/{job_id}")
+        self.workflow: dict[str, Any] = (job.get("workflow") or {}).get("prompt") or {}
+        self.program = Path(f"job {job_id}")
+        self.listeners: list[Listener] = []
+        self._groups: dict[str, list[str]] = {}
+        self._context: PauseContext | None = None
+        self._hits: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ended = False
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        import httpx
+
+        try:
+            answer = self.http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise TargetError(f"The server at {self.server} did not answer {method} {path}: "
+                              f"{exc}") from exc  # fmt: skip
+        data = answer.json() if answer.content else {}
+        if answer.status_code >= 400:
+            error = data.get("error") if isinstance(data, dict) else None
+            message = error.get("message") if isinstance(error, dict) else error
+            raise TargetError(f"{method} {path}: {answer.status_code} {message or answer.text}")
+        return data
+
+    @property
+    def nodes(self) -> list[str]:
+        return list(self.workflow)
+
+    def node_label(self, node_id: str) -> str:
+        spec = self.workflow.get(node_id) or {}
+        kind = spec.get("class_type")
+        return f"node {node_id} ({kind})" if kind else f"node {node_id}"
+
+    def resolve_node(self, name: str) -> str:
+        named = {nid: (spec.get("class_type"), (spec.get("_meta") or {}).get("title"))
+                 for nid, spec in self.workflow.items()}  # fmt: skip
+        return find_node(name, named, f"job {self.job_id}")
+
+    def replace_breakpoints(self, group: str, specs: Iterable[BreakpointSpec]
+                            ) -> list[BreakpointResult]:  # fmt: skip
+        for bp_id in self._groups.pop(group, []):
+            with contextlib.suppress(TargetError):
+                self._call("DELETE", f"/api/breakpoints/{bp_id}")
+        results, held = [], []
+        for spec in specs:
+            result = BreakpointResult(spec, line=spec.line)
+            try:
+                if spec.node is None:
+                    raise TargetError("A job's breakpoints name nodes (function breakpoints, "
+                                      "NODE@STEP for a sampler step); node errors and source "
+                                      "lines are for launched programs")  # fmt: skip
+                name, step = split_step(spec.node)
+                body: dict[str, Any] = {"node_id": self.resolve_node(name)}
+                if step is not None:
+                    body["step"] = step
+                if spec.condition:
+                    body["condition"] = spec.condition
+                if spec.log_message:
+                    body["log"] = spec.log_message
+                if spec.hit_condition:
+                    raise TargetError("A job's breakpoints take no hit count; use a "
+                                      "condition such as 'step >= 10'")  # fmt: skip
+                made = self._call("POST", f"/api/jobs/{self.job_id}/breakpoints", body)
+                result.node_id = body["node_id"]
+                result.breakpoint = Breakpoint.create(node_id=body["node_id"],
+                                                      id=made["id"])  # fmt: skip
+                held.append(made["id"])
+            except MidrunError as exc:
+                result.message = exc.message
+            results.append(result)
+        self._groups[group] = held
+        return results
+
+    # -- following the job ---------------------------------------------------------------
+
+    def start(self, *, stop_on_entry: bool = False) -> None:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._follow, args=(ready,),
+                                        name="midrun-attach", daemon=True)  # fmt: skip
+        self._thread.start()
+        ready.wait(10)
+        state = self._call("GET", f"/api/jobs/{self.job_id}/state")
+        if state["state"] == "paused":
+            self._held(state)
+        elif state["state"] in ("completed", "failed", "aborted"):
+            self._end(state["state"], state.get("error"))
+        elif stop_on_entry:
+            self.pause()
+
+    def _follow(self, ready: threading.Event) -> None:
+        from urllib.parse import quote
+
+        from websockets.sync.client import connect
+
+        url = self.server.replace("http", "ws", 1) + "/ws?clientId=" + new_client_id()
+        if self.token:
+            url += "&token=" + quote(self.token)
+        try:
+            with connect(url, open_timeout=10) as socket:
+                ready.set()
+                while not self._stop.is_set() and not self._ended:
+                    try:
+                        text = socket.recv(timeout=0.5)
+                    except TimeoutError:
+                        continue
+                    if isinstance(text, str):
+                        self._message(json.loads(text))
+        except Exception as exc:  # the server went away: the session ends
+            if not self._ended:
+                self._end("disconnected", f"{type(exc).__name__}: {exc}")
+        finally:
+            ready.set()
+
+    def _message(self, message: dict[str, Any]) -> None:
+        kind, data = message.get("type", ""), message.get("data") or {}
+        if not kind.startswith("midrun.") or data.get("job_id") != self.job_id:
+            return
+        kind = kind.removeprefix("midrun.")
+        if kind == "breakpoint_hit":
+            self._hits.append(str(data.get("breakpoint_id")))
+        elif kind == "paused":
+            self._held(self._call("GET", f"/api/jobs/{self.job_id}/state"))
+        elif kind == "logpoint":
+            self._emit("output", {"message": data.get("message"), "node_id": data.get("node_id"),
+                                  "step": data.get("step")})  # fmt: skip
+        elif kind in ("completed", "failed", "aborted"):
+            self._end(kind, data.get("error") or data.get("reason"))
+
+    def _held(self, state: dict[str, Any]) -> None:
+        node = state.get("node") or ""
+        params = self._call("GET", f"/api/jobs/{self.job_id}/parameters")
+        inputs = {p["field"]: p["value"] for p in params if p.get("node_id") == node}
+        by = state.get("paused_by")
+        reason = {"breakpoint": PauseReason.BREAKPOINT, "step": PauseReason.STEP}.get(
+            by, PauseReason.PAUSE_REQUEST)  # fmt: skip
+        position = state.get("position") or "before"
+        self._context = PauseContext(
+            run_id=self.job_id, node_id=node,
+            class_type=(self.workflow.get(node) or {}).get("class_type", ""),
+            position=BreakpointPosition(position if position != "error" else "on_error"),
+            reason=reason, step=state.get("step"), total_steps=state.get("total_steps"),
+            breakpoint_ids=self._hits, state={"inputs": inputs, "job": {
+                k: state.get(k) for k in ("state", "paused_by", "checkpoint_step",
+                                          "pending_edits", "modified_params",
+                                          "active_seconds")}},
+        )  # fmt: skip
+        self._hits = []
+        self._emit("paused", {})
+
+    def _end(self, status: str, error: Any = None) -> None:
+        if self._ended:
+            return
+        self._ended, self._context = True, None
+        self._emit("completed", {"status": status, "error": error})
+
+    def _emit(self, event: str, data: dict[str, Any]) -> None:
+        for listener in list(self.listeners):
+            listener(event, data)
+
+    # -- where it stopped and commands ---------------------------------------------------
+
+    @property
+    def context(self) -> PauseContext | None:
+        return self._context
+
+    def frames(self) -> list[Frame]:
+        context = self._context
+        return [] if context is None else [Frame(describe(context), context.node_id)]
+
+    def scopes(self) -> list[tuple[str, Any]]:
+        context = self._context
+        if context is None:
+            return []
+        return [("Inputs", context.state["inputs"]), ("Job", context.state["job"])]
+
+    def evaluate(self, text: str) -> Any:
+        if self._context is None:
+            raise TargetError("The job is not paused: values are read where it stopped")
+        return Expression(text).evaluate(names_at(self._context))
+
+    async def set_input(self, node_id: str, name: str, value: Any) -> None:
+        """A pending edit of the paused job, applied from the next step when it goes on."""
+        await asyncio.to_thread(self._call, "PUT", f"/api/jobs/{self.job_id}/params",
+                                {"node_id": node_id, "input": name, "value": value})  # fmt: skip
+        if self._context is not None:
+            self._context.state["inputs"][name] = value
+
+    def command(self, name: str) -> None:
+        if self._context is None:
+            raise TargetError("The job is not paused")
+        self._context = None
+        if name == "continue":
+            self._call("POST", f"/api/jobs/{self.job_id}/resume", {})
+        else:
+            self._call("POST", f"/api/jobs/{self.job_id}/step",
+                       {"mode": name.removeprefix("step_")})  # fmt: skip
+
+    def pause(self) -> None:
+        self._call("POST", f"/api/jobs/{self.job_id}/pause")
+
+    def terminate(self) -> None:
+        with contextlib.suppress(TargetError):
+            self._call("POST", f"/api/jobs/{self.job_id}/abort", {"reason": "debugger"})
+
+    def join(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+def new_client_id() -> str:
+    from midrun.core.ids import new_id
+
+    return f"midrun-dap-{new_id()[:12]}"

@@ -198,6 +198,44 @@ const scenarios = {
     return { messages };
   },
 
+  // A job on a running server: queued while the pipeline is paused, attached, stopped
+  // at a sampler step by a function breakpoint, edited through setVariable, continued.
+  async attach() {
+    const post = async (path, body) => {
+      const answer = await fetch(config.server + path, { method: 'POST', body: JSON.stringify(body || {}),
+        headers: { 'content-type': 'application/json' } });
+      const text = await answer.text();
+      assert.ok(answer.ok, `${path}: ${answer.status} ${text}`);
+      return JSON.parse(text);
+    };
+    await post('/api/pipeline/pause');
+    const job = (await post('/prompt', { prompt: config.prompt })).prompt_id;
+    const dc = client();
+    await dc.start();
+    const configured = dc.waitForEvent('initialized').then(async () => {
+      const set = await dc.setFunctionBreakpointsRequest({ breakpoints: [{ name: 'KSampler@3' }] });
+      await dc.configurationDoneRequest();
+      return set.body.breakpoints;
+    });
+    await dc.initializeRequest({ adapterID: 'midrun' });
+    await dc.attachRequest({ server: config.server, job });
+    const breakpoints = await configured;
+    await post('/api/pipeline/resume');
+    const stop = await stopOrEnd(dc);
+    const found = await scopes(dc);
+    const inputs = await variables(dc, found.Inputs);
+    const before = (await dc.evaluateRequest({ expression: 'cfg * 2', frameId: 1 })).body.result;
+    const set = await dc.setVariableRequest({ variablesReference: found.Inputs, name: 'cfg',
+                                              value: config.edit });
+    const refused = await fails(dc.setVariableRequest({ variablesReference: found.Inputs,
+                                                        name: 'steps', value: '"many"' }), /steps/);
+    await dc.continueRequest({ threadId: 1 });
+    const end = await stopOrEnd(dc);
+    await dc.disconnectRequest({});
+    return { job, breakpoints, stop: { reason: stop.reason, name: stop.name, hits: stop.hits },
+             cfg: inputs.cfg.value, before, set: set.body.value, refused, end: end.reason };
+  },
+
   // The same adapter over TCP (`midrun dap --port N`).
   async tcp() {
     const dc = client();

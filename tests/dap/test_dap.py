@@ -139,6 +139,37 @@ def test_bad_requests_get_error_responses_that_name_the_fix(node_modules: Path) 
                              "noSource", "badRef", "stateEdit", "afterEnd"}  # fmt: skip
 
 
+def test_a_job_on_a_running_server_is_attached_stopped_at_a_step_and_edited(
+    node_modules: Path, tmp_path: Path
+) -> None:
+    from tests.server.conftest import make_config, start_server, txt2img
+
+    live = start_server(make_config(tmp_path))
+    try:
+        prompt = txt2img(steps=12)
+        report = run(node_modules, "attach", server=live.url, prompt=prompt, edit="2.0")
+        jobs = live.server.jobs
+        edited = jobs.wait(report["job"], timeout=120)
+        plain = jobs.wait(jobs.submit(prompt).id, timeout=120)
+        assert report["stop"] == {"reason": "function breakpoint",
+                                  "name": "node 3 (KSampler) step 3/12",
+                                  "hits": [report["breakpoints"][0]["id"]]}  # fmt: skip
+        assert (report["cfg"], report["before"], report["set"]) == ("7.0", "14.0", "2.0")
+        assert "steps" in report["refused"] and report["end"] == "terminated"
+        assert edited.state.value == plain.state.value == "completed"
+        applied = [e for e in jobs.events(edited.id) if e["kind"] == "edit_applied"]
+        assert [(e["node_id"], e["step"]) for e in applied] == [("3", 3)]
+
+        def image(job: Any) -> bytes:
+            found = job.outputs["9"]["images"][0]
+            return (live.server.config.output_dir / found["subfolder"]
+                    / found["filename"]).read_bytes()  # fmt: skip
+
+        assert image(edited) != image(plain)
+    finally:
+        live.stop()
+
+
 def test_the_adapter_serves_over_tcp_on_loopback(node_modules: Path) -> None:
     server = subprocess.Popen([sys.executable, "-m", "midrun.cli.main", "dap", "--port", "0",
                                "--once"], stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
