@@ -83,6 +83,7 @@ class Adapter:
         self._next_id = 0
         self._refs: dict[int, tuple[Any, str | None, str | None]] = {}
         self._ended = False
+        self._then: Callable[[], None] | None = None
 
     # -- the wire ------------------------------------------------------------------------
 
@@ -132,12 +133,13 @@ class Adapter:
             self._respond(request, error=f"{command} failed: {type(exc).__name__}: {exc}")
         else:
             self._respond(request, body)
-            if command == "initialize":
-                pass
-            elif command in ("launch", "attach"):
+            if command in ("launch", "attach"):
                 self.event("initialized")
             elif command == "disconnect":
                 self.done.set()
+            if self._then is not None:  # what the request starts, once it is answered
+                then, self._then = self._then, None
+                await asyncio.to_thread(then)
 
     def _need(self) -> LaunchTarget | AttachTarget:
         if self.target is None:
@@ -175,7 +177,7 @@ class Adapter:
         self.target = target
         self._stop_on_entry = bool(args.get("stopOnEntry"))
         if self._configured:  # configurationDone came first
-            target.start(stop_on_entry=self._stop_on_entry)
+            self._then = lambda: target.start(stop_on_entry=self._stop_on_entry)
 
     async def on_attach(self, args: dict[str, Any]) -> None:
         if self.target is not None:
@@ -189,12 +191,13 @@ class Adapter:
         target.listeners.append(self._from_target)
         self.target = target
         if self._configured:
-            target.start()
+            self._then = target.start
 
     async def on_configurationDone(self, args: dict[str, Any]) -> None:
         self._configured = True
-        if self.target is not None:
-            await asyncio.to_thread(self.target.start, stop_on_entry=self._stop_on_entry)
+        target = self.target
+        if target is not None:  # started once this is answered: its events come after
+            self._then = lambda: target.start(stop_on_entry=self._stop_on_entry)
 
     async def on_disconnect(self, args: dict[str, Any]) -> None:
         target = self.target
@@ -389,7 +392,9 @@ class Adapter:
     async def _command(self, name: str) -> dict[str, Any]:
         target, _ = self._held()
         self._refs.clear()
-        await asyncio.to_thread(target.command, name)
+        # In this task, not a thread: the response goes out before any event the command
+        # causes (an attached job's command is one loopback HTTP call).
+        target.command(name)
         return {"allThreadsContinued": True}
 
     async def on_continue(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -408,7 +413,7 @@ class Adapter:
         target = self._need()
         if self._ended:
             raise RequestError("The run has already ended")
-        await asyncio.to_thread(target.pause)
+        target.pause()
 
     # -- the target's events (on the run's thread: handed to the adapter's loop) ----------
 
