@@ -718,9 +718,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="with --port: exit after one session")
     p.set_defaults(fn=cmd_dap)
 
+    p = sub.add_parser("debug", help="the terminal debugger: a program file, or a job on a server")
+    p.add_argument("target", help="a .py with a module-level 'graph', a workflow .json, or a "
+                   "job id (with --server)")
+    p.add_argument("--server", default=os.environ.get("MIDRUN_SERVER"),
+                   help="the server a job id is on (MIDRUN_SERVER)")
+    p.add_argument("--token", default=os.environ.get("MIDRUN_TOKEN"))
+    p.add_argument("--models-dir", default=os.environ.get("MIDRUN_MODELS_DIR"))
+    p.add_argument("--output-dir", default="output")
+    p.add_argument("--device", default=os.environ.get("MIDRUN_DEVICE", "auto"))
+    p.set_defaults(fn=cmd_debug)
+
     serve.add_parsers(sub)
     _client_parsers(sub)
     return parser
+
+
+def cmd_debug(args: argparse.Namespace) -> int:
+    from midrun.cli import debugger
+
+    return debugger.main(args)
 
 
 def cmd_dap(args: argparse.Namespace) -> int:

@@ -127,7 +127,7 @@ class LaunchTarget:
 
     def __init__(self, program: str | Path, *, inputs: Mapping[str, Any] | None = None,
                  models_dir: str | Path | None = None, output_dir: str | Path = "output",
-                 device: str = "auto") -> None:  # fmt: skip
+                 device: str = "auto", record_history: bool = False) -> None:  # fmt: skip
         self.program = Path(program).resolve()
         if not self.program.is_file():
             raise TargetError(f"No program at {self.program}: give a Python file with a "
@@ -150,7 +150,9 @@ class LaunchTarget:
         else:
             raise TargetError(f"{self.program.name}: the program is a Python file (.py) or a "
                               "workflow (.json)")  # fmt: skip
-        self.session = DebugSession(DebugSessionConfig(record_history=False), graph=self._graph)
+        # record_history: a snapshot at every point (what `diff` compares)
+        self.session = DebugSession(DebugSessionConfig(record_history=record_history),
+                                    graph=self._graph)  # fmt: skip
         self.session.controller.listeners.append(self._relay)
 
     # -- loading ---------------------------------------------------------------------
@@ -517,6 +519,7 @@ class AttachTarget:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ended = False
+        self._edit_ids: list[int] = []
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         import httpx
@@ -691,10 +694,17 @@ class AttachTarget:
 
     async def set_input(self, node_id: str, name: str, value: Any) -> None:
         """A pending edit of the paused job, applied from the next step when it goes on."""
-        await asyncio.to_thread(self._call, "PUT", f"/api/jobs/{self.job_id}/params",
-                                {"node_id": node_id, "input": name, "value": value})  # fmt: skip
+        body = {"node_id": node_id, "input": name, "value": value}
+        made = await asyncio.to_thread(self._call, "PUT", f"/api/jobs/{self.job_id}/params", body)
+        self._edit_ids.extend(made.get("edit_ids", []))
         if self._context is not None:
             self._context.state["inputs"][name] = value
+
+    def undo(self) -> None:
+        """Withdraw the last edit made here (the job keeps its previous value)."""
+        if not self._edit_ids:
+            raise TargetError("No edit of this session to undo")
+        self._call("DELETE", f"/api/jobs/{self.job_id}/params/{self._edit_ids.pop()}")
 
     def command(self, name: str) -> None:
         if self._context is None:
