@@ -433,6 +433,9 @@ class Adapter:
             if dap_id is not None:
                 self.event("breakpoint", {"reason": "changed", "breakpoint": {
                     "id": dap_id, "verified": False, "message": data.get("reason")}})  # fmt: skip
+        elif event == "continued":  # resumed by someone else (an attached job)
+            self._refs.clear()
+            self.event("continued", {"threadId": THREAD_ID, "allThreadsContinued": True})
         elif event == "completed":
             self._finished(data)
 

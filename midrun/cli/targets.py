@@ -520,6 +520,7 @@ class AttachTarget:
         self._thread: threading.Thread | None = None
         self._ended = False
         self._edit_ids: list[int] = []
+        self._resuming = False
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         import httpx
@@ -637,6 +638,12 @@ class AttachTarget:
         elif kind == "logpoint":
             self._emit("output", {"message": data.get("message"), "node_id": data.get("node_id"),
                                   "step": data.get("step")})  # fmt: skip
+        elif kind == "resumed":
+            if self._resuming:
+                self._resuming = False  # our own continue or step
+            else:  # someone else resumed it (the canvas, the API)
+                self._context = None
+                self._emit("continued", {})
         elif kind in ("completed", "failed", "aborted"):
             self._end(kind, data.get("error") or data.get("reason"))
 
@@ -709,7 +716,7 @@ class AttachTarget:
     def command(self, name: str) -> None:
         if self._context is None:
             raise TargetError("The job is not paused")
-        self._context = None
+        self._context, self._resuming = None, True
         if name == "continue":
             self._call("POST", f"/api/jobs/{self.job_id}/resume", {})
         else:

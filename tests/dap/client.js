@@ -69,15 +69,18 @@ const scenarios = {
   async stepping() {
     const dc = client();
     await dc.start();
+    const firstStop = stopOrEnd(dc);
     await start(dc, { program: config.program, stopOnEntry: true });
     const moves = ['stepIn', 'next', 'stepOut', 'next', 'next', 'next', 'next', 'next', 'next',
                    'next'];
-    let stop = await stopOrEnd(dc);
+    let stop = await firstStop;
     assert.equal(stop.reason, 'entry');
     assert.equal(stop.frames[0].source.path, config.program);
     for (const move of moves) {
+      // listen first: the event can come in the same read as the response
+      const next = stopOrEnd(dc);
       await dc[`${move}Request`]({ threadId: 1 });
-      stop = await stopOrEnd(dc);
+      stop = await next;
       if (stop.reason === 'terminated') break;
     }
     await dc.stop();
@@ -90,6 +93,7 @@ const scenarios = {
     const dc = client();
     await dc.start();
     const exited = dc.waitForEvent('exited');
+    const firstStop = stopOrEnd(dc);
     const answers = await start(dc, { program: config.program, inputs: config.inputs },
       async (c) => ({
         functions: (await c.setFunctionBreakpointsRequest({ breakpoints: [
@@ -109,10 +113,12 @@ const scenarios = {
     assert.match(answers.functions[3].message, /not valid/);
     assert.deepEqual(answers.lines.map((b) => b.verified), [true, false]);
     const stops = [];
+    let next = firstStop;
     for (;;) {
-      const stop = await stopOrEnd(dc);
+      const stop = await next;
       if (stop.reason === 'terminated') break;
       stops.push(stop);
+      next = stopOrEnd(dc);
       await dc.continueRequest({ threadId: 1 });
     }
     const code = (await exited).body.exitCode;
@@ -126,18 +132,20 @@ const scenarios = {
   async workflow() {
     const dc = client();
     await dc.start();
+    const firstStop = stopOrEnd(dc);
     const answers = await start(dc, { program: config.program, output_dir: config.output_dir,
                                       device: 'cpu' },
       async (c) => (await c.setFunctionBreakpointsRequest({ breakpoints: [
         { name: 'KSampler@2' }] })).body.breakpoints);
     assert.equal(answers[0].verified, true);
-    const stop = await stopOrEnd(dc);
+    const stop = await firstStop;
     assert.equal(stop.reason, 'function breakpoint');
     assert.deepEqual(stop.hits, [answers[0].id]);
     const found = await scopes(dc);
     assert.deepEqual(Object.keys(found), ['Inputs', 'Sampler']);
     const inputs = await variables(dc, found.Inputs);
     const sampler = await variables(dc, found.Sampler);
+    const latentImage = await variables(dc, inputs.latent_image.variablesReference);
     const inner = await variables(dc, sampler.sampler.variablesReference);
     const tensor = inner.x; // the latent being denoised
     const parts = await variables(dc, tensor.variablesReference);
@@ -161,11 +169,13 @@ const scenarios = {
       edit = { value: answer.body.value, reason: held.body.reason,
                where: held.body.description, cfg: after.body.result, refused: badAnswer };
     }
+    const ending = stopOrEnd(dc);
     await dc.continueRequest({ threadId: 1 });
-    const end = await stopOrEnd(dc);
+    const end = await ending;
     assert.equal(end.reason, 'terminated');
     await dc.stop();
     return { frame: stop.frames[0], inputs: { cfg: inputs.cfg.value, seed: inputs.seed.value },
+             inputTensor: latentImage.samples.value,
              tensor: tensor.value, tensorParts: Object.keys(parts), evaluated, refused, edit };
   },
 
@@ -182,8 +192,9 @@ const scenarios = {
                                     /send launch first/),
       unknown: await fails(dc.customRequest('frobnicate', {}), /does not support 'frobnicate'/),
     };
+    const entry = stopOrEnd(dc);
     await start(dc, { program: config.program, stopOnEntry: true });
-    await stopOrEnd(dc);
+    await entry;
     messages.noSource = await fails(dc.setBreakpointsRequest({ breakpoints: [{ line: 3 }] }),
                                     /needs 'source'/);
     messages.badRef = await fails(dc.variablesRequest({ variablesReference: 9999 }),
@@ -191,8 +202,9 @@ const scenarios = {
     messages.stateEdit = await fails(dc.setVariableRequest({
       variablesReference: (await scopes(dc)).State, name: 'topic', value: '"x"' }),
       /Only a held workflow node's inputs/);
+    const done = dc.waitForEvent('terminated');
     await dc.continueRequest({ threadId: 1 });
-    await dc.waitForEvent('terminated');
+    await done;
     messages.afterEnd = await fails(dc.nextRequest({ threadId: 1 }), /not paused/);
     await dc.stop();
     return { messages };
@@ -220,8 +232,9 @@ const scenarios = {
     await dc.initializeRequest({ adapterID: 'midrun' });
     await dc.attachRequest({ server: config.server, job });
     const breakpoints = await configured;
+    const firstStop = stopOrEnd(dc);
     await post('/api/pipeline/resume');
-    const stop = await stopOrEnd(dc);
+    const stop = await firstStop;
     const found = await scopes(dc);
     const inputs = await variables(dc, found.Inputs);
     const before = (await dc.evaluateRequest({ expression: 'cfg * 2', frameId: 1 })).body.result;
@@ -229,21 +242,48 @@ const scenarios = {
                                               value: config.edit });
     const refused = await fails(dc.setVariableRequest({ variablesReference: found.Inputs,
                                                         name: 'steps', value: '"many"' }), /steps/);
+    const ending = stopOrEnd(dc);
     await dc.continueRequest({ threadId: 1 });
-    const end = await stopOrEnd(dc);
+    const end = await ending;
     await dc.disconnectRequest({});
     return { job, breakpoints, stop: { reason: stop.reason, name: stop.name, hits: stop.hits },
              cfg: inputs.cfg.value, before, set: set.body.value, refused, end: end.reason };
+  },
+
+  // A running graph: a condition that passes a limit of the evaluator disables its
+  // breakpoint (a `breakpoint` event), pause stops the run, terminate ends it.
+  async control() {
+    const dc = client();
+    await dc.start();
+    const disabled = dc.waitForEvent('breakpoint');
+    const exited = dc.waitForEvent('exited');
+    const answers = await start(dc, { program: config.program },
+      async (c) => (await c.setFunctionBreakpointsRequest({ breakpoints: [
+        { name: 'tick', condition: 'n ** 1000000 < 0' }] })).body.breakpoints);
+    const changed = (await disabled).body;
+    assert.equal(changed.breakpoint.id, answers[0].id);
+    const stopped = dc.waitForEvent('stopped');
+    await dc.pauseRequest({ threadId: 1 });
+    const stop = (await stopped).body;
+    const n = Number((await dc.evaluateRequest({ expression: 'n', frameId: 1 })).body.result);
+    const ended = dc.waitForEvent('terminated');
+    await dc.terminateRequest({});
+    await ended;
+    const code = (await exited).body.exitCode;
+    await dc.stop();
+    return { changed, reason: stop.reason, n, exitCode: code };
   },
 
   // The same adapter over TCP (`midrun dap --port N`).
   async tcp() {
     const dc = client();
     await dc.start(config.port);
+    const entry = stopOrEnd(dc);
     await start(dc, { program: config.program, stopOnEntry: true });
-    const stop = await stopOrEnd(dc);
+    const stop = await entry;
+    const ending = stopOrEnd(dc);
     await dc.continueRequest({ threadId: 1 });
-    const end = await stopOrEnd(dc);
+    const end = await ending;
     await dc.disconnectRequest({});
     return { first: stop.reason, end: end.reason };
   },

@@ -122,6 +122,8 @@ def test_a_workflow_held_at_a_sampler_step_shows_tensors_and_takes_an_edit(
     assert frame["source"]["path"] == str(WORKFLOW) and frame["line"] == 6
     assert plain["inputs"] == {"cfg": "5.0", "seed": "7"}
     assert plain["tensor"].startswith("tensor torch.float32 [1, 4, 8, 8] on cpu min=")
+    assert plain["inputTensor"] == ("tensor torch.float32 [1, 4, 8, 8] on cpu min=0 max=0 "
+                                    "mean=0")  # the empty latent the sampler was given
     assert plain["tensorParts"][:4] == ["type", "shape", "dtype", "device"]
     assert plain["evaluated"] == {"cfg * 2": "10.0", "step": "2", "inputs.steps - step": "18",
                                   "len(positive)": "1"}  # fmt: skip
@@ -131,6 +133,16 @@ def test_a_workflow_held_at_a_sampler_step_shows_tensors_and_takes_an_edit(
     assert edit["where"] == "node 3 (KSampler) step 3/20"  # applied from the next step
     assert "steps" in edit["refused"]
     assert png(tmp_path / "plain") != png(tmp_path / "edited")
+
+
+def test_pause_terminate_and_a_breakpoint_the_evaluator_disabled(node_modules: Path) -> None:
+    report = run(node_modules, "control", program=str(HERE / "programs" / "ticks.py"))
+    changed = report["changed"]
+    assert changed["reason"] == "changed" and changed["breakpoint"]["verified"] is False
+    assert "'**' would make an integer" in changed["breakpoint"]["message"]
+    assert report["reason"] == "pause" and report["n"] >= 2
+    assert report["exitCode"] == 1
+    assert report["outputs"][-1] == "run aborted: stopped by the debugger"
 
 
 def test_bad_requests_get_error_responses_that_name_the_fix(node_modules: Path) -> None:
