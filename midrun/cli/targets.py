@@ -649,8 +649,7 @@ class AttachTarget:
 
     def _held(self, state: dict[str, Any]) -> None:
         node = state.get("node") or ""
-        params = self._call("GET", f"/api/jobs/{self.job_id}/parameters")
-        inputs = {p["field"]: p["value"] for p in params if p.get("node_id") == node}
+        inputs = self._inputs(node)
         by = state.get("paused_by")
         reason = {"breakpoint": PauseReason.BREAKPOINT, "step": PauseReason.STEP}.get(
             by, PauseReason.PAUSE_REQUEST)  # fmt: skip
@@ -712,6 +711,13 @@ class AttachTarget:
         if not self._edit_ids:
             raise TargetError("No edit of this session to undo")
         self._call("DELETE", f"/api/jobs/{self.job_id}/params/{self._edit_ids.pop()}")
+        if self._context is not None:  # the values it will go on with
+            self._context.state["inputs"] = self._inputs(self._context.node_id)
+
+    def _inputs(self, node_id: str) -> dict[str, Any]:
+        """The node's parameters as the job will run them (pending edits applied)."""
+        params = self._call("GET", f"/api/jobs/{self.job_id}/parameters")
+        return {p["field"]: p["value"] for p in params if p.get("node_id") == node_id}
 
     def command(self, name: str) -> None:
         if self._context is None:

@@ -173,3 +173,39 @@ def test_a_workflow_edited_at_a_sampler_step_and_undone(terminal, tmp_path: Path
     term.type("quit\n")
     assert term.close() == 0
     assert len(list((tmp_path / "out").rglob("*.png"))) == 1
+
+
+def test_a_job_on_a_server_debugged_at_the_terminal(terminal, tmp_path: Path) -> None:
+    import httpx
+
+    from tests.server.conftest import make_config, start_server, txt2img
+
+    live = start_server(make_config(tmp_path / "server"))
+    try:
+        with httpx.Client(base_url=live.url, timeout=30) as http:
+            assert http.post("/api/pipeline/pause").status_code == 200  # it waits for us
+            job = http.post("/prompt", json={"prompt": txt2img(steps=12)}).json()["prompt_id"]
+            term = terminal("debug", job, "--server", live.url)
+            assert f"debugging job {job}" in term.expect("(midrun) ")
+            assert "breakpoint 1: KSampler@3 (at node 3)" in term.line("break KSampler@3")
+            assert "not set: A job's breakpoints name nodes" in term.line("catch")
+            term.type("continue\n")
+            term.expect("running (Ctrl-C pauses)")
+            assert http.post("/api/pipeline/resume").status_code == 200
+            out = term.expect("(midrun) ")
+            assert "stopped at node 3 (KSampler) step 3/12 (breakpoint 1)" in out
+            assert "7.0" in term.line("print cfg").split("print cfg")[-1]
+            assert "3.cfg = 2.5 from the next step" in term.line("set 3.cfg 2.5")
+            assert "2.5" in term.line("print cfg").split("print cfg")[-1]
+            assert "the edit is withdrawn" in term.line("undo")
+            assert "7.0" in term.line("print cfg").split("print cfg")[-1]
+            assert "run completed" in term.line("continue")
+            term.type("quit\n")
+            assert term.close() == 0
+        done = live.server.jobs.get(job)
+        assert done.state.value == "completed"
+        kinds = [e["kind"] for e in live.server.jobs.events(job)]
+        assert kinds.count("edited") == 1 and kinds.count("edit_undone") == 1
+        assert "edit_applied" not in kinds
+    finally:
+        live.stop()
