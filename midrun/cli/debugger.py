@@ -224,7 +224,9 @@ class Debugger:
         for name in names:
             if name in found:
                 self.say(f"{name}:")
-                for key, value in (found[name] or {}).items():
+                values = found[name] or {}
+                items = values.items() if isinstance(values, dict) else enumerate(values)
+                for key, value in items:
                     self.say(f"  {key} = {show(value)}")
                 return
         self.say(f"no {names[0].lower()} here" if self.target.context else "not stopped")
@@ -336,6 +338,8 @@ class Debugger:
                 self.say(f"unknown command {words[0]!r}; commands: {', '.join(COMMANDS)}")
         except MidrunError as exc:
             self.say(f"error: {exc.message}")
+        except Exception as exc:  # a fault of the debugger's own: said, never fatal
+            self.say(f"internal error: {type(exc).__name__}: {exc}")
         return True
 
     def completions(self, text: str, line: str) -> list[str]:
@@ -394,8 +398,11 @@ def show(value: Any) -> str:
         s = summarise(value)
         stats = "".join(f" {k}={s[k]:.4g}" for k in ("min", "max", "mean") if k in s)
         return f"tensor {s.get('dtype')} {s.get('shape')}{stats}"
+    def inner(item: Any) -> str:
+        return show(item) if is_tensor(item) else f"<{type(item).__name__}>"
+
     try:
-        text = json.dumps(value, default=lambda v: f"<{type(v).__name__}>")
+        text = json.dumps(value, default=inner)
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= 300 else text[:300] + "…"

@@ -209,3 +209,17 @@ def test_a_job_on_a_server_debugged_at_the_terminal(terminal, tmp_path: Path) ->
         assert "edit_applied" not in kinds
     finally:
         live.stop()
+
+
+def test_catch_stops_where_a_node_raises(terminal) -> None:
+    term = terminal("debug", str(HERE / "programs" / "failing.py"))
+    term.expect("(midrun) ")
+    assert "breakpoint 1: catch ZeroDivisionError (at node errors)" in term.line(
+        "catch ZeroDivisionError")
+    out = term.line("continue")
+    assert ("stopped at node divide, on_error (error: ZeroDivisionError: division by zero)"
+            in out)  # fmt: skip
+    assert "[1, 2, 0]" in term.line("print rows")
+    assert "run failed: Node divide (divide) failed: ZeroDivisionError" in term.line("continue")
+    term.type("quit\n")
+    assert term.close() == 0
