@@ -47,13 +47,17 @@ class DiffusionRuntime:
         output_dir: str | Path = "output",
         input_dir: str | Path = "input",
         extra_model_paths: str | Path | None = None,
+        temp_dir: str | Path | None = None,
     ) -> DiffusionRuntime:
+        """``temp_dir`` is where PreviewImage writes (a server's ``/view?type=temp``
+        folder); by default the system's temporary folder's ``midrun``."""
         return cls(
             ModelPaths.from_dir(models_dir, extra_model_paths),
             placement(device, precision),
             ModelCache(budget_bytes),
             Path(output_dir),
             Path(input_dir),
+            Path(temp_dir) if temp_dir is not None else Path(tempfile.gettempdir()) / "midrun",
         )
 
     def _key(self, kind: str, path: Path) -> tuple[Any, ...]:

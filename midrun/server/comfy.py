@@ -137,10 +137,13 @@ def queue_item(job: Job, registry: Any) -> list[Any]:
 
 async def get_queue(request: Request) -> Response:
     server = server_of(request)
-    active = [JobState.RUNNING, JobState.PAUSING, JobState.PAUSED]
-    owner = visible_owner(request)
-    running = await run_in_threadpool(server.jobs.list, states=active, owner=owner)
-    pending = await run_in_threadpool(server.jobs.list, states=[JobState.QUEUED], owner=owner)
+    active = {JobState.RUNNING, JobState.PAUSING, JobState.PAUSED}
+    # One statement, so one snapshot: a job moving from queued to running between two
+    # reads would be in neither list (ComfyUI always lists a prompt in one of them).
+    listed = await run_in_threadpool(server.jobs.list, states=[*active, JobState.QUEUED],
+                                     owner=visible_owner(request))  # fmt: skip
+    running = [j for j in listed if j.state in active]
+    pending = [j for j in listed if j.state == JobState.QUEUED]
     registry = server.registry
     return JSONResponse({"queue_running": [queue_item(j, registry) for j in running],
                          "queue_pending": [queue_item(j, registry) for j in pending]})  # fmt: skip

@@ -71,7 +71,8 @@ class Server:
             device = self.config.devices[0] if self.config.devices else "auto"
         return DiffusionRuntime.create(self.models_dir, device=device,
                                        output_dir=self.config.output_dir,
-                                       input_dir=self.config.upload_dir)  # fmt: skip
+                                       input_dir=self.config.upload_dir,
+                                       temp_dir=self.config.temp_dir)  # fmt: skip
 
     def _worker_runtime(self, spare: list[Any]) -> Callable[[str], Any]:
         """Each worker's runtime: the first worker (the first device) takes the one made

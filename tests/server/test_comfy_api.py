@@ -206,6 +206,42 @@ def test_queue_delete_and_interrupt(live: LiveServer, http: httpx.Client) -> Non
     assert bad.status_code == 400 and bad.json()["invalid_ids"] == ["nope"]
 
 
+def test_a_prompt_is_always_in_the_queue_or_in_history(live: LiveServer) -> None:
+    """ComfyUI's invariant while workers take the prompts: once its POST has answered, a
+    prompt is in the queue (running or pending) or, having ended, in the history. A
+    second client reads the queue over and over while the first submits."""
+    import threading
+
+    ids: list[str] = []
+    missing: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        with live.client() as http:
+            while not done.is_set():
+                known = list(ids)
+                queue = http.get("/queue").json()
+                queued = {item[1] for item in queue["queue_running"] + queue["queue_pending"]}
+                for prompt_id in known:  # a prompt only moves forward: else it ended
+                    if prompt_id not in queued and \
+                            prompt_id not in http.get(f"/history/{prompt_id}").json():
+                        missing.append(prompt_id)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with live.client() as http:
+            for seed in range(30):
+                answer = http.post("/prompt", json={"prompt": txt2img(steps=1, seed=seed)})
+                ids.append(answer.json()["prompt_id"])
+        for prompt_id in ids:
+            live.server.jobs.wait(prompt_id, timeout=120)
+    finally:
+        done.set()
+        watcher.join(60)
+    assert missing == []
+
+
 def test_node_definitions_and_system(http: httpx.Client) -> None:
     info = http.get("/object_info").json()
     sampler = info["KSampler"]

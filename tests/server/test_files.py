@@ -348,3 +348,19 @@ def test_images_over_the_pixel_limit_are_refused_not_decoded(http: httpx.Client)
                   data={"original_ref": small})  # fmt: skip
     assert r.status_code == 413
     assert "The mask" in r.json()["error"]["message"]
+
+
+def test_preview_image_results_are_served_from_the_temp_folder(live: LiveServer,
+                                                                http: httpx.Client) -> None:
+    from tests.server.conftest import txt2img
+
+    prompt = txt2img(steps=1)
+    prompt["9"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
+    job_id = http.post("/prompt", json={"prompt": prompt}).json()["prompt_id"]
+    done = live.server.jobs.wait(job_id, timeout=120)
+    assert done.state.value == "completed", done.error
+    image = http.get(f"/history/{job_id}").json()[job_id]["outputs"]["9"]["images"][0]
+    assert image["type"] == "temp"
+    answer = http.get("/view", params=image)
+    assert answer.status_code == 200 and answer.content.startswith(b"\x89PNG")
+    assert (live.server.config.temp_dir / image["subfolder"] / image["filename"]).is_file()
