@@ -36,7 +36,8 @@ async def _frames(hub: object, client: Client) -> AsyncIterator[str]:
                 continue
             if message is None:
                 return
-            if isinstance(message, bytes) or not message["type"].startswith("midrun."):
+            if isinstance(message, (bytes, asyncio.Future)) or \
+                    not message["type"].startswith("midrun."):  # fmt: skip
                 continue  # ComfyUI's own messages and previews are WebSocket-only
             number += 1
             payload = json.dumps(message["data"], default=str)

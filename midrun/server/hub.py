@@ -195,6 +195,10 @@ class Hub:
         try:
             while True:
                 message = await client.queue.get()
+                if isinstance(message, asyncio.Future):  # a preview being read: its turn
+                    message = await message
+                    if message is None:
+                        continue
                 if message is None or not client.alive:
                     await ws.close()
                     return
@@ -307,7 +311,7 @@ class Hub:
                                   "prompt_id": job_id})  # fmt: skip
             self._progress_state(job_id, view)
         elif kind == "preview_saved":
-            self._spawn(self._preview(job_id, view, event))
+            self._preview(job_id, view, event)
         elif kind == "completed":
             send("execution_success", {"prompt_id": job_id, "timestamp": now_ms()})
             view.current = None
@@ -351,10 +355,20 @@ class Hub:
         data = {"prompt_id": job_id, "nodes": dict(view.nodes)}
         self._to_client(view, {"type": "progress_state", "data": data})
 
-    async def _preview(self, job_id: str, view: RunView, event: dict[str, Any]) -> None:
+    def _preview(self, job_id: str, view: RunView, event: dict[str, Any]) -> None:
+        """The binary preview frame, in its place among the run's messages: a placeholder
+        is queued now and filled once the image is read (off the loop), so a preview never
+        arrives after the progress or the end that followed it."""
         client = self.clients.get(view.client_id) if view.client_id else None
-        if client is None:
+        if client is None or self.loop is None:
             return
+        frame: asyncio.Future[bytes | None] = self.loop.create_future()
+        client.offer(frame)
+        metadata = bool(client.flags.get("supports_preview_metadata"))
+        self._spawn(self._render(frame, job_id, event, metadata))
+
+    async def _render(self, frame: asyncio.Future[bytes | None], job_id: str,
+                      event: dict[str, Any], metadata: bool) -> None:  # fmt: skip
         from starlette.concurrency import run_in_threadpool
 
         try:
@@ -363,9 +377,9 @@ class Hub:
                 self.server.config.preview_max_size)  # fmt: skip
         except Exception:
             log.exception("reading preview %s failed", event.get("file"))
+            frame.set_result(None)  # the client goes on without it
             return
-        metadata = bool(client.flags.get("supports_preview_metadata"))
-        client.offer(preview_frame(image, mime, job_id, event["node_id"], metadata))
+        frame.set_result(preview_frame(image, mime, job_id, event["node_id"], metadata))
 
     async def _status(self) -> dict[str, Any]:
         from starlette.concurrency import run_in_threadpool

@@ -101,6 +101,50 @@ def test_a_prompt_runs_with_comfyui_messages_in_order(live: LiveServer) -> None:
     assert frames[0][8 + size:8 + size + 2] == b"\xff\xd8"
 
 
+def test_previews_arrive_in_their_place_among_a_run_messages(live: LiveServer,
+                                                              monkeypatch) -> None:
+    """Each binary preview comes after its prompt's first progress and before that
+    prompt's execution_success, for prompts queued back to back on one socket, even when
+    reading a preview is slow (as a big one on a busy disk is)."""
+    from midrun.server import hub
+
+    def slow_fit(*args: Any) -> Any:
+        time.sleep(0.05)  # stands in for a slow read: not a synchronisation
+        return real_fit(*args)
+
+    real_fit = hub.fit_preview
+    monkeypatch.setattr(hub, "fit_preview", slow_fit)
+
+    async def scenario() -> tuple[list[str], list[Any]]:
+        client_id = uuid.uuid4().hex
+        ws = await _connect(live, client_id, metadata=True)
+        try:
+            async with httpx.AsyncClient(base_url=live.url) as http:
+                ids = []
+                for seed in range(3):
+                    reply = await http.post("/prompt", json={
+                        "prompt": txt2img(steps=10, seed=seed), "client_id": client_id,
+                        "extra_data": {"midrun": {"preview_every": 1}}})  # fmt: skip
+                    ids.append(reply.json()["prompt_id"])
+            return ids, await _until_done(ws, ids[-1], timeout=120)
+        finally:
+            await ws.close()
+
+    ids, messages = asyncio.run(scenario())
+    seen: dict[str, list[str]] = {prompt_id: [] for prompt_id in ids}
+    for message in messages:
+        if isinstance(message, bytes):
+            _, size = struct.unpack(">II", message[:8])
+            prompt_id = json.loads(message[8:8 + size])["prompt_id"]
+            seen[prompt_id].append("preview")
+        elif message["data"].get("prompt_id") in seen and message["type"] in (
+                "progress", "execution_success"):  # fmt: skip
+            seen[message["data"]["prompt_id"]].append(message["type"])
+    for order in seen.values():
+        assert order.count("preview") >= 5, order
+        assert order[0] == "progress" and order[-1] == "execution_success", order
+
+
 def test_clients_without_preview_metadata_get_legacy_previews(live: LiveServer) -> None:
     _, messages = asyncio.run(_run_one(live, metadata=False))
     frames = [m for m in messages if isinstance(m, bytes)]
