@@ -54,6 +54,7 @@ class EventKind(StrEnum):
     NODE_EXECUTED = "node_executed"
     PROGRESS = "progress"
     PREVIEW_SAVED = "preview_saved"
+    IMAGE_SENT = "image_sent"  # a SaveImageWebsocket image, for the prompt's client
 
     @property
     def type(self) -> str:
@@ -78,7 +79,7 @@ class EventKind(StrEnum):
 
 TRANSIENT = frozenset({
     EventKind.LOGPOINT, EventKind.BATCH_PROGRESS, EventKind.CACHED, EventKind.NODE_STARTED,
-    EventKind.NODE_EXECUTED, EventKind.PROGRESS, EventKind.PREVIEW_SAVED,
+    EventKind.NODE_EXECUTED, EventKind.PROGRESS, EventKind.PREVIEW_SAVED, EventKind.IMAGE_SENT,
 })  # fmt: skip
 INTENTS = frozenset({EventKind.PAUSING, EventKind.ABORTING, EventKind.RESUMED})
 JOB_STATE = {

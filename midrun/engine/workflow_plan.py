@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,9 @@ class RunContext:
     run_id: str = ""
     output_dir: Path = field(default_factory=lambda: Path("output"))
     extra_pnginfo: dict[str, Any] = field(default_factory=dict)
+    # Where an image for the client goes (SaveImageWebsocket): ``send_image(index,
+    # total, png)`` from the node running; None outside a job (the image is dropped).
+    send_image: Callable[[int, int, bytes], None] | None = None
 
 
 _PER_RUN_HIDDEN = frozenset({HIDDEN_PROMPT, HIDDEN_EXTRA_PNGINFO, HIDDEN_RUN_CONTEXT})

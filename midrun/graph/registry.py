@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from midrun.core.errors import NodeDefinitionError
-from midrun.graph.types import NodeType
+from midrun.graph.types import HIDDEN_RUN_CONTEXT, NodeType
 
 ChoicesProvider = Callable[[], Sequence[Any]]
 
@@ -73,6 +73,8 @@ class NodeRegistry:
         sections: dict[str, dict[str, Any]] = {"required": {}, "optional": {}, "hidden": {}}
         order: dict[str, list[str]] = {"required": [], "optional": [], "hidden": []}
         for spec in node_type.inputs:
+            if spec.type == HIDDEN_RUN_CONTEXT:
+                continue  # midrun's own: what the run gives the node, not a ComfyUI input
             order[spec.section].append(spec.name)
             if spec.section == "hidden":
                 sections["hidden"][spec.name] = spec.type

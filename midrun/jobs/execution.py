@@ -4,6 +4,7 @@ pending edits applied), drive it with the job's hooks, and record how it ended."
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -190,7 +191,18 @@ class Execution:
             run_id=self.job.id,
             output_dir=self.service.output_dir,
             extra_pnginfo=dict(extra.get("extra_pnginfo") or {}),
+            send_image=self._send_image,
         )
+
+    def _send_image(self, index: int, total: int, data: bytes) -> None:
+        """A SaveImageWebsocket image: kept as ``jobs/{id}/sent/{node}_{index}.png`` and
+        announced (``image_sent``), so the prompt's client gets it over its WebSocket."""
+        node_id = self.hook.signal.node_id or ""
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", node_id) or "node"  # "5:3" in a subgraph
+        key = f"jobs/{self.job.id}/sent/{name}_{index:05d}.png"
+        self.service.artifacts.put(key, data)
+        self.service.bus.emit(EventKind.IMAGE_SENT, job_id=self.job.id, node_id=node_id,
+                              index=index, total=total, file=key)  # fmt: skip
 
     async def _drive(self, state: RunState | None, prompt: dict[str, Any]) -> RunEnd:
         hooks: list[Any] = [self.hook]

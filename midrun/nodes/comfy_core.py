@@ -14,6 +14,7 @@ from midrun.graph.types import (
     FLOAT,
     HIDDEN_EXTRA_PNGINFO,
     HIDDEN_PROMPT,
+    HIDDEN_RUN_CONTEXT,
     INT,
     STRING,
     InputSpec,
@@ -461,6 +462,21 @@ def _preview_image() -> NodeType:
     )
 
 
+def _save_image_websocket() -> NodeType:
+    # ComfyUI ships it in custom_nodes/websocket_image_save.py: full-size PNGs sent over
+    # the client's WebSocket as binary image frames, nothing written, no metadata.
+    return NodeType(
+        "SaveImageWebsocket",
+        inputs=(InputSpec("images", IMAGE), InputSpec("context", HIDDEN_RUN_CONTEXT,
+                                                       section="hidden")),
+        outputs=(),
+        category="image",
+        display_name="Save Image (Websocket)",
+        output_node=True,
+        module="custom_nodes.websocket_image_save",
+    )
+
+
 def _latent_upscale() -> NodeType:
     return NodeType(
         "LatentUpscale",
@@ -541,6 +557,7 @@ def comfy_core_types() -> list[NodeType]:
         _load_image(),
         _save_image(),
         _preview_image(),
+        _save_image_websocket(),
         _latent_upscale(),
         _latent_upscale_by(),
         _image_scale(),

@@ -155,6 +155,16 @@ def implementations(runtime: DiffusionRuntime) -> dict[str, Callable[..., Any] |
         prefix = "ComfyUI_temp_" + secrets.token_hex(3)
         return _write_images(images, runtime.temp_dir, prefix, "temp", prompt, extra_pnginfo, 1)
 
+    def save_image_websocket(images: torch.Tensor, context: Any = None) -> NodeResult:
+        """Each image as a PNG without metadata, to the client's WebSocket (as ComfyUI's
+        custom_nodes/websocket_image_save.py does); nothing is written to the outputs."""
+        sink = getattr(context, "send_image", None)
+        total = int(images.shape[0])
+        for index in range(total):
+            if sink is not None:
+                sink(index, total, img.png_bytes(images[index], None, None, 1))
+        return NodeResult(ui={})
+
     def latent_upscale(
         samples: dict[str, Any], upscale_method: str, width: int, height: int, crop: str
     ) -> tuple[dict[str, Any]]:
@@ -198,6 +208,7 @@ def implementations(runtime: DiffusionRuntime) -> dict[str, Callable[..., Any] |
         "LoadImage": load_image,
         "SaveImage": save_image,
         "PreviewImage": preview_image,
+        "SaveImageWebsocket": save_image_websocket,
         "LatentUpscale": latent_upscale,
         "LatentUpscaleBy": latent_upscale_by,
         "ImageScale": image_scale,

@@ -18,6 +18,7 @@ import logging
 import struct
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -311,7 +312,13 @@ class Hub:
                                   "prompt_id": job_id})  # fmt: skip
             self._progress_state(job_id, view)
         elif kind == "preview_saved":
-            self._preview(job_id, view, event)
+            # Previews are decoded beside the run: one that comes after its node finished
+            # is dropped, as ComfyUI never previews a node that is done (a client taking
+            # the next node's binary frames as its images would take it for one).
+            if event.get("node_id") == view.current:
+                self._preview(job_id, view, event)
+        elif kind == "image_sent":
+            self._image_sent(job_id, view, event)
         elif kind == "completed":
             send("execution_success", {"prompt_id": job_id, "timestamp": now_ms()})
             view.current = None
@@ -356,8 +363,26 @@ class Hub:
         self._to_client(view, {"type": "progress_state", "data": data})
 
     def _preview(self, job_id: str, view: RunView, event: dict[str, Any]) -> None:
-        """The binary preview frame, in its place among the run's messages: a placeholder
-        is queued now and filled once the image is read (off the loop), so a preview never
+        """A sampler preview, fitted to ``preview_max_size`` (JPEG)."""
+        artifacts, largest = self.server.jobs.artifacts, self.server.config.preview_max_size
+        self._frame(job_id, view, event["node_id"],
+                    lambda: fit_preview(artifacts.get(event["file"]), event.get("mime"),
+                                        largest))  # fmt: skip
+
+    def _image_sent(self, job_id: str, view: RunView, event: dict[str, Any]) -> None:
+        """A SaveImageWebsocket image as ComfyUI sends it: a ``progress`` message, then the
+        full PNG as a binary image frame."""
+        node = event["node_id"]
+        self._to_client(view, {"type": "progress", "data": {
+            "value": event["index"], "max": event["total"], "prompt_id": job_id,
+            "node": node}})  # fmt: skip
+        artifacts = self.server.jobs.artifacts
+        self._frame(job_id, view, node, lambda: (artifacts.get(event["file"]), "image/png"))
+
+    def _frame(self, job_id: str, view: RunView, node_id: str,
+               read: Callable[[], tuple[bytes, str]]) -> None:  # fmt: skip
+        """A binary image frame in its place among the run's messages: a placeholder is
+        queued now and filled once ``read`` (off the loop) has the image, so it never
         arrives after the progress or the end that followed it."""
         client = self.clients.get(view.client_id) if view.client_id else None
         if client is None or self.loop is None:
@@ -365,21 +390,19 @@ class Hub:
         frame: asyncio.Future[bytes | None] = self.loop.create_future()
         client.offer(frame)
         metadata = bool(client.flags.get("supports_preview_metadata"))
-        self._spawn(self._render(frame, job_id, event, metadata))
+        self._spawn(self._render(frame, job_id, node_id, read, metadata))
 
-    async def _render(self, frame: asyncio.Future[bytes | None], job_id: str,
-                      event: dict[str, Any], metadata: bool) -> None:  # fmt: skip
+    async def _render(self, frame: asyncio.Future[bytes | None], job_id: str, node_id: str,
+                      read: Callable[[], tuple[bytes, str]], metadata: bool) -> None:  # fmt: skip
         from starlette.concurrency import run_in_threadpool
 
         try:
-            image, mime = await run_in_threadpool(
-                fit_preview, self.server.jobs.artifacts.get(event["file"]), event.get("mime"),
-                self.server.config.preview_max_size)  # fmt: skip
+            image, mime = await run_in_threadpool(read)
         except Exception:
-            log.exception("reading preview %s failed", event.get("file"))
+            log.exception("reading job %s's image for its client failed", job_id)
             frame.set_result(None)  # the client goes on without it
             return
-        frame.set_result(preview_frame(image, mime, job_id, event["node_id"], metadata))
+        frame.set_result(preview_frame(image, mime, job_id, node_id, metadata))
 
     async def _status(self) -> dict[str, Any]:
         from starlette.concurrency import run_in_threadpool

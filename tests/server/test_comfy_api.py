@@ -145,6 +145,52 @@ def test_previews_arrive_in_their_place_among_a_run_messages(live: LiveServer,
         assert order[0] == "progress" and order[-1] == "execution_success", order
 
 
+def test_save_image_websocket_sends_the_full_png_over_the_socket(live: LiveServer) -> None:
+    """As ComfyUI's websockets_api_example_ws_images.py reads it: after ``executing`` of
+    the SaveImageWebsocket node, binary frames (type 1, format 2: PNG) hold the images."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    async def scenario() -> list[Any]:
+        client_id = uuid.uuid4().hex
+        ws = await websockets.connect(f"{live.ws_url}/ws?clientId={client_id}")
+        try:
+            await ws.recv()  # status
+            prompt = txt2img(steps=2, seed=11)
+            prompt["9"] = {"class_type": "SaveImageWebsocket", "inputs": {"images": ["8", 0]}}
+            async with httpx.AsyncClient(base_url=live.url) as http:
+                reply = await http.post("/prompt", json={"prompt": prompt,
+                                                         "client_id": client_id})  # fmt: skip
+                assert reply.status_code == 200, reply.text
+            return await _until_done(ws, reply.json()["prompt_id"])
+        finally:
+            await ws.close()
+
+    messages = asyncio.run(scenario())
+    current, images = None, []
+    for message in messages:  # the example client's loop
+        if isinstance(message, bytes):
+            if current == "9":
+                images.append(message)
+        elif message["type"] == "executing":
+            current = message["data"]["node"]
+    assert len(images) == 1
+    kind, image_format = struct.unpack(">II", images[0][:8])
+    assert (kind, image_format) == (1, 2)  # PREVIEW_IMAGE, PNG
+    sent = np.asarray(Image.open(io.BytesIO(images[0][8:])))
+    saved = live.server.jobs.wait(live.server.jobs.submit(txt2img(steps=2, seed=11)).id)
+    file = saved.outputs["9"]["images"][0]
+    written = np.asarray(Image.open(live.server.config.output_dir / file["subfolder"]
+                                    / file["filename"]))  # fmt: skip
+    assert sent.shape == (64, 64, 3) and np.array_equal(sent, written)
+    types = _types(messages)
+    at = types.index("binary", max(i for i, m in enumerate(messages) if isinstance(m, dict)
+                                   and m["type"] == "executing" and m["data"]["node"] == "9"))
+    assert types[at - 1] == "progress"  # ComfyUI's progress message comes with it
+
+
 def test_clients_without_preview_metadata_get_legacy_previews(live: LiveServer) -> None:
     _, messages = asyncio.run(_run_one(live, metadata=False))
     frames = [m for m in messages if isinstance(m, bytes)]
