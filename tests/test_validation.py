@@ -35,21 +35,29 @@ def test_valid_workflow_reports_outputs_and_coerces(registry: NodeRegistry) -> N
     assert result.workflow["1"].inputs["value"] == 7
 
 
-def test_unknown_class_type_is_invalid_prompt_naming_all(registry: NodeRegistry) -> None:
+def test_an_unknown_class_type_is_comfyui_missing_node_type(registry: NodeRegistry) -> None:
     doc = chain()
-    doc["4"] = {"class_type": "Mystery", "inputs": {}}
+    doc["4"] = {"class_type": "Mystery", "inputs": {}, "_meta": {"title": "My node"}}
     doc["5"] = {"class_type": "Enigma", "inputs": {}}
     result = validate(wf(doc), registry)
-    assert result.error.type == "invalid_prompt"
-    assert result.error.extra_info["unknown_class_types"] == ["Enigma", "Mystery"]
-    assert result.node_errors["4"]["class_type"] == "Mystery"
-    assert "Mystery" in result.error.message
+    assert result.error.to_dict() == {
+        "type": "missing_node_type",
+        "message": "Node 'My node' not found. The custom node may not be installed.",
+        "details": "Node ID '#4'",
+        "extra_info": {"node_id": "4", "class_type": "Mystery", "node_title": "My node"},
+    }
+    assert result.node_errors == {}
 
 
-def test_missing_class_type_is_invalid_prompt(registry: NodeRegistry) -> None:
+def test_a_missing_class_type_is_comfyui_missing_node_type(registry: NodeRegistry) -> None:
     result = validate(wf({"1": {"inputs": {}}}), registry)
-    assert result.error.type == "invalid_prompt"
-    assert "class_type" in result.error.message
+    assert result.error.to_dict() == {
+        "type": "missing_node_type",
+        "message": "Node 'ID #1' has no class_type. The workflow may be corrupted or a "
+                   "custom node is missing.",
+        "details": "Node ID '#1'",
+        "extra_info": {"node_id": "1", "class_type": None, "node_title": None},
+    }
 
 
 def test_no_output_nodes(registry: NodeRegistry) -> None:

@@ -11,6 +11,7 @@ newest pending request, so a slow decoder drops previews instead of stalling ste
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -148,6 +149,9 @@ def decode_current(state: Any) -> bytes | None:
     return png_bytes(image[0])
 
 
+FLUSH_AT_NODE_END_S = 0.25  # how long a sampler's end waits for its last preview
+
+
 class PreviewHook(Hook):
     """Emits :class:`Preview` objects for steppable nodes whose state has a ``denoised``
     estimate (the samplers), through ``on_preview`` on a worker thread."""
@@ -166,6 +170,7 @@ class PreviewHook(Hook):
         self._thread: threading.Thread | None = None
         self._stream: Any = None
         self._vae_sizes: dict[int, int] = {}
+        self._previewing: set[str] = set()  # nodes with previews submitted, not delivered
         self.dropped = 0
 
     def due(self, step: int) -> bool:
@@ -175,6 +180,13 @@ class PreviewHook(Hook):
         return (time.perf_counter() - self._last) * 1000.0 >= s.every_ms
 
     async def on_point(self, point: ControlPoint) -> Directive | None:
+        if point.position == Position.AFTER and point.node_id in self._previewing:
+            # The node's last previews are delivered before it is done (ComfyUI sends them
+            # inside the step), waiting for a slow decoder only so long: a preview that
+            # comes after the next node started is dropped by the server.
+            self._previewing.discard(point.node_id)
+            await asyncio.to_thread(self.flush, FLUSH_AT_NODE_END_S)
+            return None
         if point.position != Position.STEP or not isinstance(point.step_state, dict):
             return None
         state = point.step_state
@@ -199,6 +211,7 @@ class PreviewHook(Hook):
         request = (
             point.run_id, point.node_id, point.step, point.total_steps, latent, fam, vae, ready
         )  # fmt: skip
+        self._previewing.add(point.node_id)
         self._submit(request)
         return None
 
@@ -262,10 +275,12 @@ class PreviewHook(Hook):
             latent.record_stream(self._stream)
             return self.decoder.decode(latent, fam, method, vae)[0]
 
-    def flush(self) -> None:
-        """Wait until every submitted preview has been delivered."""
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every submitted preview has been delivered (or ``timeout``)."""
         if self._thread is not None and self._thread.is_alive():
-            self._pending.join()
+            pending = self._pending
+            with pending.all_tasks_done:
+                pending.all_tasks_done.wait_for(lambda: not pending.unfinished_tasks, timeout)
 
     def close(self) -> None:
         self.flush()

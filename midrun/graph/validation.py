@@ -370,37 +370,22 @@ def validate(
         )
         return result
 
-    missing_class = [n for n, s in workflow.nodes.items() if not s.class_type]
-    if missing_class:
+    # As ComfyUI: the first node (in the prompt's order) without a class, or of a class
+    # nobody declares, is the error, with no node_errors (a client shows it as a missing
+    # custom node).
+    for node_id, spec in workflow.nodes.items():
+        if spec.class_type and spec.class_type in registry:
+            continue
+        title = spec.title or (spec.class_type or None)
+        message = (f"Node '{title}' not found. The custom node may not be installed."
+                   if spec.class_type else
+                   f"Node '{spec.title or f'ID #{node_id}'}' has no class_type. The workflow "
+                   "may be corrupted or a custom node is missing.")  # fmt: skip
         result.error = ErrorInfo(
-            "invalid_prompt",
-            "Cannot execute because a node is missing the class_type property.",
-            f"Node ID '#{missing_class[0]}'",
-            {"node_ids": missing_class},
-        )
-        return result
-    unknown = {n: s.class_type for n, s in workflow.nodes.items() if s.class_type not in registry}
-    if unknown:
-        names = ", ".join(sorted(set(unknown.values())))
-        result.error = ErrorInfo(
-            "invalid_prompt",
-            f"Cannot execute because node types do not exist: {names}",
-            "; ".join(f"Node ID '#{n}': {c}" for n, c in unknown.items()),
-            {"unknown_class_types": sorted(set(unknown.values())), "nodes": unknown},
-        )
-        for node_id, class_type in unknown.items():
-            result.node_errors[node_id] = {
-                "errors": [
-                    ErrorInfo(
-                        "invalid_prompt",
-                        f"Node type {class_type!r} does not exist",
-                        f"Node ID '#{node_id}'",
-                        {"class_type": class_type},
-                    ).to_dict()
-                ],
-                "dependent_outputs": [],
-                "class_type": class_type,
-            }
+            "missing_node_type", message, f"Node ID '#{node_id}'",
+            {"node_id": node_id, "class_type": spec.class_type or None,
+             "node_title": title if spec.class_type else spec.title},
+        )  # fmt: skip
         return result
 
     _drop_undeclared_links(workflow, registry)

@@ -148,8 +148,11 @@ class Hub:
         if old is not None:
             old.offer(None)  # a reconnect with the same id replaces the old socket
         client = Client(sid, user)
+        # The hello (the status naming the sid) is the socket's first message: the
+        # status is read before the client is listed, so no broadcast can come ahead.
+        status = await self._status()
         self.clients[sid] = client
-        client.offer({"type": "status", "data": {"status": await self._status(), "sid": sid}})
+        client.offer({"type": "status", "data": {"status": status, "sid": sid}})
         for job_id, view in self.runs.items():
             if view.client_id == sid and view.current is not None:
                 client.offer({"type": "executing",
@@ -229,8 +232,10 @@ class Hub:
     def publish(self, event: dict[str, Any]) -> None:
         """One job event (``{"type": "midrun.<kind>", "job_id": ...}``), on the loop."""
         job_id = event.get("job_id")
-        if job_id is not None and job_id not in self.runs:
-            # One lookup per unknown job; its events wait for it, in their order.
+        if job_id is not None and (job_id not in self.runs or job_id in self._learning):
+            # One lookup per unknown job; its events wait for it, in their order (also
+            # those that come once the route has remembered the run meanwhile: a worker
+            # that starts it at once must not get its node messages ahead of "running").
             waiting = self._learning.get(job_id)
             if waiting is None:
                 self._learning[job_id] = [event]

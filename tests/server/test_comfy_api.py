@@ -254,7 +254,12 @@ def test_prompt_errors_are_comfyui_shaped(http: httpx.Client) -> None:
     bad_id = http.post("/prompt", json={"prompt": txt2img(), "prompt_id": "not-a-uuid"})
     assert bad_id.json()["error"]["type"] == "invalid_prompt_id"
     unknown = http.post("/prompt", json={"prompt": {"1": {"class_type": "Nope", "inputs": {}}}})
-    assert unknown.status_code == 400 and unknown.json()["node_errors"]["1"]["class_type"] == "Nope"
+    assert unknown.status_code == 400 and unknown.json() == {  # ComfyUI's answer, exactly
+        "error": {"type": "missing_node_type",
+                  "message": "Node 'Nope' not found. The custom node may not be installed.",
+                  "details": "Node ID '#1'",
+                  "extra_info": {"node_id": "1", "class_type": "Nope", "node_title": "Nope"}},
+        "node_errors": {}}  # fmt: skip
     workflow = txt2img()
     workflow["3"]["inputs"]["steps"] = "many"
     wrong = http.post("/prompt", json={"prompt": workflow})

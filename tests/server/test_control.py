@@ -44,7 +44,12 @@ def wait_state(http: httpx.Client, job_id: str, *states: str, timeout: float = 1
         now = standing(http, job_id)
         return now if now["state"] in states else None
 
-    return wait_for(reached, timeout=timeout)
+    try:
+        return wait_for(reached, timeout=timeout)
+    except AssertionError:  # say where it stood and what happened to it
+        kinds = [(e["kind"], e.get("step")) for e in http.get(f"/api/jobs/{job_id}/events").json()]
+        raise AssertionError(f"job {job_id} never reached {states}: {standing(http, job_id)}; "
+                             f"its events: {kinds}") from None
 
 
 def wait_step(http: httpx.Client, job_id: str, step: int) -> dict[str, Any]:
