@@ -70,6 +70,7 @@ class Debugger:
         self.entries: list[Entry] = []
         self._next = 0
         self.started = False
+        self._entry = False
         self.ended = False
         self.edits: list[tuple[str, str, Any]] = []  # (node, input, the value it replaced)
 
@@ -130,9 +131,10 @@ class Debugger:
         if context.error:
             return f"error: {context.error}"
         numbers = [str(e.number) for e in self.entries if e.bp_id in context.breakpoint_ids]
+        entry, self._entry = self._entry, False
         if numbers:
             return f"breakpoint {', '.join(numbers)}"
-        return context.reason.value
+        return "entry" if entry else context.reason.value
 
     def _go(self, command: str) -> None:
         if self.ended:
@@ -144,7 +146,8 @@ class Debugger:
         with self._ctrl_c_pauses():
             if not self.started:
                 self.started = True
-                self.target.start(stop_on_entry=command != "continue")
+                self._entry = command != "continue"  # the first stop is the entry
+                self.target.start(stop_on_entry=self._entry)
             else:
                 self.target.command(command)
             if command == "continue":
@@ -328,8 +331,11 @@ class Debugger:
                 self._go({"continue": "continue", "next": "step_over", "step": "step_into",
                           "finish": "step_out"}[command])  # fmt: skip
             elif command == "pause":
-                self.target.pause()
-                self.wait()
+                # the prompt is back only while the run is held (or not started, or over):
+                # a running one is paused with Ctrl-C
+                self.say("the run is stopped already" if self.target.context is not None
+                         else "the run is not running; 'next' stops it at its first node"
+                         if not self.started else "the run has ended")  # fmt: skip
             elif command == "where":
                 self._where()
             elif command in COMMANDS:
