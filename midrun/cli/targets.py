@@ -439,9 +439,6 @@ class LaunchTarget:
             raise TargetError("The run is not paused: values are read where it stopped")
         return Expression(text).evaluate(names_at(context))
 
-    def stop_reason(self, context: PauseContext) -> str:
-        return context.reason.value if isinstance(context.reason, PauseReason) else "pause"
-
     # -- commands ----------------------------------------------------------------------
 
     def command(self, name: str) -> None:
