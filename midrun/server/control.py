@@ -68,7 +68,13 @@ MAX_EDITS = 64  # edits in one request
 
 
 def parse_edits(body: Mapping[str, Any]) -> list[EditRequest]:
-    """``{"edits": [{node_id, input, value}, ...]}`` or one ``{node_id, input, value}``."""
+    """``{"edits": [{node_id, input, value}, ...]}``, one ``{node_id, input, value}``, or
+    ComfyUI's shape of a prompt's inputs, ``{node_id: {input: value, ...}, ...}``."""
+    if body and "edits" not in body and not set(body) & {"node_id", "input", "value"} \
+            and all(isinstance(v, dict) for v in body.values()):  # fmt: skip
+        body = {"edits": [{"node_id": node_id, "input": name, "value": value}
+                          for node_id, inputs in body.items()
+                          for name, value in inputs.items()]}  # fmt: skip
     items = field(body, "edits", list) if "edits" in body else [body]
     if not items:
         raise HTTPError(400, "invalid_edit", "'edits' is empty: give at least one "

@@ -60,7 +60,10 @@ SCHEMAS: dict[str, Any] = {
                 ("node_id", "input", "value"), extra=False),
     "EditRequest": {"oneOf": [
         obj({"edits": {**array(ref("Edit")), "minItems": 1}}, ("edits",), extra=False),
-        ref("Edit")]},
+        ref("Edit"),
+        {"type": "object", "minProperties": 1,  # ComfyUI's shape: {node_id: {input: value}}
+         "propertyNames": {"not": {"enum": ["edits", "node_id", "input", "value"]}},
+         "additionalProperties": {"type": "object", "minProperties": 1}}]},
     "EditRecord": obj({"id": INTEGER, "job_id": STRING, "node_id": STRING,
                        "input_name": STRING, "old": ANY, "new": ANY, "status": STRING,
                        "step": {"type": ["integer", "null"]}}),

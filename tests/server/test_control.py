@@ -76,10 +76,8 @@ def test_pause_edit_undo_and_resume_a_running_generation(http: httpx.Client) -> 
     assert http.post(f"/api/jobs/{job_id}/pause").json()["state"] in ("pausing", "paused")
     paused = wait_state(http, job_id, "paused")
     assert paused["paused_by"] == "user" and paused["step"] < 40
-    # two edits in one call, then undo one, then all
-    edits = http.put(f"/api/jobs/{job_id}/params", json={"edits": [
-        {"node_id": "3", "input": "cfg", "value": 5.0},
-        {"node_id": "3", "input": "steps", "value": 30}]})  # fmt: skip
+    # two edits in one call (ComfyUI's shape of a prompt's inputs), then undo one, then all
+    edits = http.put(f"/api/jobs/{job_id}/params", json={"3": {"cfg": 5.0, "steps": 30}})
     assert edits.status_code == 200, edits.text
     body = edits.json()
     assert [(e["input_name"], e["old"], e["new"]) for e in body["pending"]] == [
