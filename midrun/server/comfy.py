@@ -41,7 +41,7 @@ COMFY_STATUS = {
     JobState.ABORTED: "cancelled",
 }
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
-VERSION = "0.3.60"  # the ComfyUI API level midrun answers as
+VERSION = "0.27.0"  # the ComfyUI release whose API midrun answers as (compared in tests)
 
 
 def ms(at: datetime | None) -> int | None:
@@ -122,6 +122,26 @@ async def get_prompt(request: Request) -> Response:
 
 
 # -- the queue ---------------------------------------------------------------------------
+
+
+def execution_status(job: Job) -> dict[str, Any]:
+    """An ended job's ComfyUI ``status``: ``status_str``, ``completed`` and the messages
+    its run sent (start, then success, error or interrupted), as history keeps them."""
+    messages: list[list[Any]] = []
+    if job.started_at is not None:
+        messages.append(["execution_start", {"prompt_id": job.id,
+                                             "timestamp": ms(job.started_at)}])  # fmt: skip
+    end = ms(job.finished_at)
+    if job.state == JobState.COMPLETED:
+        messages.append(["execution_success", {"prompt_id": job.id, "timestamp": end}])
+    elif job.state == JobState.FAILED:
+        messages.append(["execution_error", {**execution_error(job), "timestamp": end}])
+    else:
+        messages.append(["execution_interrupted", {"prompt_id": job.id, "node_id": "",
+                                                   "node_type": "", "executed": [],
+                                                   "timestamp": end}])  # fmt: skip
+    return {"status_str": "success" if job.state == JobState.COMPLETED else "error",
+            "completed": job.state == JobState.COMPLETED, "messages": messages}  # fmt: skip
 
 
 def queue_item(job: Job, registry: Any) -> list[Any]:

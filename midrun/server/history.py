@@ -12,35 +12,21 @@ from starlette.routing import BaseRoute
 
 from midrun.jobs import history
 from midrun.jobs.records import Job
-from midrun.jobs.states import JobNotFound, JobState
+from midrun.jobs.states import JobNotFound
 from midrun.server.auth import current_user, may_see
-from midrun.server.comfy import execution_error, ms, queue_item
+from midrun.server.comfy import execution_status, queue_item
 from midrun.server.errors import HTTPError
 from midrun.server.requests import body_of
 from midrun.server.routing import both, server_of
 
 
 def history_entry(job: Job, registry: Any) -> dict[str, Any]:
-    messages: list[list[Any]] = []
-    if job.started_at is not None:
-        messages.append(["execution_start", {"prompt_id": job.id,
-                                             "timestamp": ms(job.started_at)}])  # fmt: skip
-    end = ms(job.finished_at)
-    if job.state == JobState.COMPLETED:
-        messages.append(["execution_success", {"prompt_id": job.id, "timestamp": end}])
-    elif job.state == JobState.FAILED:
-        messages.append(["execution_error", {**execution_error(job), "timestamp": end}])
-    else:
-        messages.append(["execution_interrupted", {"prompt_id": job.id, "node_id": "",
-                                                   "node_type": "", "executed": [],
-                                                   "timestamp": end}])  # fmt: skip
     outputs = {k: v for k, v in (job.outputs or {}).items()
                if k not in ("partial", "state") and isinstance(v, dict)}  # fmt: skip
     return {
         "prompt": queue_item(job, registry),
         "outputs": outputs,
-        "status": {"status_str": "success" if job.state == JobState.COMPLETED else "error",
-                   "completed": job.state == JobState.COMPLETED, "messages": messages},
+        "status": execution_status(job),
         "meta": {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n}
                  for n in outputs},
     }  # fmt: skip

@@ -20,6 +20,7 @@ from midrun.server.comfy import (
     abort_if,
     canonical_uuid,
     execution_error,
+    execution_status,
     ms,
 )
 from midrun.server.errors import HTTPError
@@ -58,9 +59,7 @@ def job_object(job: Job, *, detail: bool = False) -> dict[str, Any]:
                           if k not in ("partial", "state") and isinstance(v, dict)}  # fmt: skip
         out["workflow"] = {"prompt": job.workflow, "extra_data": extra}
         if job.state.terminal:
-            out["execution_status"] = {
-                "status_str": "success" if job.state == JobState.COMPLETED else "error",
-                "completed": job.state == JobState.COMPLETED}  # fmt: skip
+            out["execution_status"] = execution_status(job)
     return {k: v for k, v in out.items() if v is not None}
 
 

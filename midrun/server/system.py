@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from typing import Any
 
@@ -59,18 +58,40 @@ def _system_stats(server: Server) -> dict[str, Any]:
         devices.append({"name": "cpu", "type": "cpu", "index": 0, "vram_total": total,
                         "vram_free": free, "torch_vram_total": total,
                         "torch_vram_free": free})  # fmt: skip
+    packages = comfy_packages()
+    installed = {p["name"]: p["installed"] for p in packages}
+    # The process's own arguments; midrun has no API nodes, which the frontend reads from
+    # this flag (it then skips their release notes), so it is said when not given.
+    argv = list(sys.argv) if "--disable-api-nodes" in sys.argv else [*sys.argv,
+                                                                       "--disable-api-nodes"]
     return {
         "system": {
             "os": sys.platform, "ram_total": total, "ram_free": free,
-            "comfyui_version": VERSION, "midrun_version": getattr(midrun, "__version__", ""),
+            "comfyui_version": VERSION, "midrun_version": midrun.__version__,
+            # midrun serves the frontend it is installed with: that one is what it needs
+            "required_frontend_version": installed.get("comfyui-frontend-package"),
+            "installed_templates_version": installed.get("comfyui-workflow-templates"),
+            "required_templates_version": installed.get("comfyui-workflow-templates"),
+            "comfy_package_versions": packages,
             "python_version": sys.version, "pytorch_version": torch_version,
             "embedded_python": False, "deploy_environment": "midrun",
-            # The frontend skips its release-notes fetch when it sees this flag.
-            "argv": ["midrun", "serve", "--disable-api-nodes"],
-            "machine": platform.machine(),
+            "argv": argv,
         },
         "devices": devices,
     }  # fmt: skip
+
+
+def comfy_packages() -> list[dict[str, Any]]:
+    """The installed ``comfy*`` distributions (the frontend, its templates...), as
+    ComfyUI lists its own: ``{name, installed, required}``."""
+    from importlib.metadata import distributions
+
+    found = {}
+    for dist in distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if name.startswith("comfy") and name not in found:
+            found[name] = dist.version
+    return [{"name": n, "installed": v, "required": v} for n, v in sorted(found.items())]
 
 
 def _memory() -> tuple[int, int]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+import sys
 import time
 import uuid
 from typing import Any
@@ -15,6 +16,7 @@ import httpx
 import pytest
 import websockets
 
+from midrun import __version__ as midrun_version
 from tests.server.conftest import LiveServer, txt2img, wait_for
 
 
@@ -223,6 +225,10 @@ def test_history_and_jobs_listing(live: LiveServer, http: httpx.Client) -> None:
     detail = http.get(f"/api/jobs/{prompt_id}").json()
     assert detail["workflow"]["prompt"]["9"]["class_type"] == "SaveImage"
     assert detail["outputs"]["9"]["images"][0]["type"] == "output"
+    # ComfyUI's job detail carries the history's status, its messages included
+    assert detail["execution_status"] == entry["status"]
+    assert [m[0] for m in detail["execution_status"]["messages"]] == ["execution_start",
+                                                                      "execution_success"]
     assert http.get(f"/api/jobs/{uuid.uuid4()}").status_code == 404
     paged = http.get("/api/jobs", params={"limit": 1, "offset": 0}).json()
     assert len(paged["jobs"]) == 1 and paged["pagination"]["total"] >= 2
@@ -346,9 +352,20 @@ def test_node_definitions_and_system(http: httpx.Client) -> None:
     assert http.get("/api/object_info/KSampler").json() == {"KSampler": sampler}
     assert http.get("/object_info/NoSuchNode").json() == {}
     stats = http.get("/api/system_stats").json()
-    for key in ("os", "python_version", "embedded_python", "comfyui_version", "pytorch_version",
-                "argv", "ram_total", "ram_free"):  # fmt: skip
-        assert key in stats["system"]
+    system = stats["system"]
+    comfyui_keys = {"os", "ram_total", "ram_free", "comfyui_version", "required_frontend_version",
+                    "installed_templates_version", "required_templates_version",
+                    "comfy_package_versions", "python_version", "pytorch_version",
+                    "embedded_python", "deploy_environment", "argv"}  # ComfyUI v0.27's
+    assert set(system) == comfyui_keys | {"midrun_version"}
+    assert system["comfyui_version"] == "0.27.0" and system["midrun_version"] == midrun_version
+    assert system["argv"][:len(sys.argv)] == sys.argv  # this process's own (the server's)
+    from importlib.metadata import version
+
+    frontend = version("comfyui-frontend-package")
+    assert system["required_frontend_version"] == frontend
+    assert {"name": "comfyui-frontend-package", "installed": frontend,
+            "required": frontend} in system["comfy_package_versions"]
     assert {"name", "type", "index", "vram_total", "vram_free"} <= set(stats["devices"][0])
     assert http.get("/features").json()["supports_preview_metadata"] is True
 
