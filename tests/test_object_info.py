@@ -46,10 +46,11 @@ def test_ksampler_entry_matches_comfyui(tmp_path: Path) -> None:
         ]
     }
     required = entry["input"]["required"]
-    assert required["model"] == [
-        "MODEL",
-        {"tooltip": required["model"][1]["tooltip"], "hot_swappable": True},
-    ]
+    assert required["model"] == ["MODEL", {"tooltip": required["model"][1]["tooltip"]}]
+    # what may change between steps (not the sampler or scheduler), under midrun's own key
+    assert entry["midrun"] == {"hot_inputs": ["model", "seed", "steps", "cfg", "positive",
+                                              "negative", "denoise"]}
+    assert not any("hot_swappable" in str(spec) for spec in required.values())
     seed = required["seed"][1]
     assert (seed["default"], seed["min"], seed["max"]) == (0, 0, 0xFFFFFFFFFFFFFFFF)
     assert seed["control_after_generate"] is True

@@ -97,6 +97,9 @@ class NodeRegistry:
             "category": node_type.category,
             "output_node": node_type.output_node,
         }
+        hot = [spec.name for spec in node_type.inputs if spec.hot]
+        if hot:  # midrun's own, under one key clients ignore: what changes between steps
+            entry["midrun"] = {"hot_inputs": hot}
         tooltips = [o.tooltip for o in node_type.outputs]
         if any(tooltips):
             entry["output_tooltips"] = tooltips

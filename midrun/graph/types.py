@@ -97,9 +97,7 @@ class InputSpec:
             opts["forceInput"] = True
         if self.image_upload:
             opts["image_upload"] = True
-        if self.hot:
-            opts["hot_swappable"] = True
-        return opts
+        return opts  # ComfyUI's keys only: hot inputs are named under the node's "midrun"
 
 
 @dataclass(frozen=True, slots=True)
