@@ -27,6 +27,10 @@ async def _connect(live: LiveServer, client_id: str, metadata: bool) -> Any:
     flags = {"supports_preview_metadata": metadata}
     await ws.send(json.dumps({"type": "feature_flags", "data": flags}))
     reply = json.loads(await ws.recv())
+    for _ in range(20):  # a queue status broadcast (another test's prompt) may come first
+        if reply["type"] != "status":
+            break
+        reply = json.loads(await ws.recv())
     assert reply["type"] == "feature_flags"
     assert reply["data"]["supports_preview_metadata"] is True
     return ws
