@@ -32,6 +32,7 @@ from midrun.cli.targets import (
     LaunchTarget,
     describe,
     parse_value,
+    tensor_text,
 )
 from midrun.core.errors import MidrunError
 from midrun.debug.controller import PauseContext, PauseReason
@@ -489,9 +490,7 @@ def text_of(value: Any) -> str:
     """How a value reads in a variables view: tensors by shape and numbers, containers by
     size, anything else by ``repr`` (cut short)."""
     if is_tensor(value):
-        s = summarise(value)
-        stats = "".join(f" {k}={s[k]:.4g}" for k in ("min", "max", "mean") if k in s)
-        return f"tensor {s.get('dtype')} {s.get('shape')} on {s.get('device')}{stats}"
+        return tensor_text(value)
     if isinstance(value, Mapping):
         return f"{{{len(value)} keys}}"
     if isinstance(value, (list, tuple)):

@@ -33,10 +33,11 @@ from midrun.cli.targets import (
     TargetError,
     describe,
     parse_value,
+    tensor_text,
 )
 from midrun.core.errors import MidrunError
 from midrun.debug.controller import PauseContext
-from midrun.debug.inspector import is_tensor, summarise
+from midrun.debug.inspector import is_tensor
 
 COMMANDS = ("break", "log", "catch", "info", "delete", "continue", "next", "step", "finish",
             "pause", "print", "inputs", "outputs", "state", "diff", "set", "undo", "help",
@@ -401,9 +402,7 @@ class Debugger:
 def show(value: Any) -> str:
     """A value on one line: tensors by shape and numbers, the rest as JSON or repr."""
     if is_tensor(value):
-        s = summarise(value)
-        stats = "".join(f" {k}={s[k]:.4g}" for k in ("min", "max", "mean") if k in s)
-        return f"tensor {s.get('dtype')} {s.get('shape')}{stats}"
+        return tensor_text(value, device=False)
     def inner(item: Any) -> str:
         return show(item) if is_tensor(item) else f"<{type(item).__name__}>"
 

@@ -456,6 +456,17 @@ class LaunchTarget:
             self._thread.join(timeout)
 
 
+def tensor_text(value: Any, *, device: bool = True) -> str:
+    """A tensor on one line, as both front ends show it: ``tensor torch.float32 [1, 4, 8,
+    8] on cpu min=-1 max=1 mean=0`` (``device=False``: without ``on cpu``)."""
+    from midrun.debug.inspector import summarise
+
+    s = summarise(value)
+    stats = "".join(f" {k}={s[k]:.4g}" for k in ("min", "max", "mean") if k in s)
+    where = f" on {s.get('device')}" if device else ""
+    return f"tensor {s.get('dtype')} {s.get('shape')}{where}{stats}"
+
+
 def find_node(name: str, nodes: Mapping[str, tuple[str | None, str | None]], where: str
               ) -> str:  # fmt: skip
     """The id of the node ``name`` stands for: an id itself, or a title or class type only

@@ -248,9 +248,7 @@ def set_enabled(
 ) -> dict[str, Any]:
     with service.db.begin() as conn:
         row = _row(conn, bp_id)
-        spec = {**row.spec, "enabled": enabled}
-        conn.execute(update(breakpoints).where(breakpoints.c.id == bp_id)
-                     .values(enabled=enabled, spec=spec))  # fmt: skip
+        spec = _write_enabled(conn, row, enabled)
         service.store.record(conn, row.job_id, EventKind.BREAKPOINT_ENABLED if enabled
                              else EventKind.BREAKPOINT_DISABLED, actor=actor, breakpoint_id=bp_id,
                             node_id=spec.get("node_id"))  # fmt: skip
@@ -259,15 +257,22 @@ def set_enabled(
     return public(row)
 
 
+def _write_enabled(conn: Connection, row: Any, enabled: bool) -> dict[str, Any]:
+    """The one write of a breakpoint's ``enabled``: its column and its spec; the spec."""
+    spec = {**row.spec, "enabled": enabled}
+    conn.execute(update(breakpoints).where(breakpoints.c.id == row.id)
+                 .values(enabled=enabled, spec=spec))  # fmt: skip
+    return spec
+
+
 def disable_failed(service: Jobs, job_id: str, bp: Breakpoint, step: int | None) -> None:
     """Turn off a breakpoint whose condition or log message passed a limit of the
     evaluator at a point of ``job_id`` (``bp.failure`` says which), and say so on the
     job's log: ``breakpoint_disabled`` with ``error``. The job goes on."""
     with service.db.begin() as conn:
         row = conn.execute(select(breakpoints).where(breakpoints.c.id == bp.id)).first()
-        if row is not None:
-            conn.execute(update(breakpoints).where(breakpoints.c.id == bp.id)
-                         .values(enabled=False, spec={**row.spec, "enabled": False}))  # fmt: skip
+        if row is not None:  # (removed meanwhile: only the log says it)
+            _write_enabled(conn, row, False)
         service.store.record(conn, job_id, EventKind.BREAKPOINT_DISABLED, actor="midrun",
                              step=step, node_id=bp.node_id, breakpoint_id=bp.id,
                              error=bp.failure)  # fmt: skip

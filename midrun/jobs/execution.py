@@ -321,10 +321,7 @@ class Execution:
             store.update_debug(conn, job.id, paused_at_step=end.step)
             store.record(conn, job.id, EventKind.PAUSED, step=end.step, by=job.paused_by,
                          released_bytes=released)  # fmt: skip
-        if job.state.terminal and job.batch_id is not None:
-            from midrun.jobs.batches import count_ended
-
-            count_ended(conn, job)
+        self.service.count_batch(conn, job)
         store.index_files(conn, job, outputs)
         return job
 

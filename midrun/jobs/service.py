@@ -338,7 +338,7 @@ class Jobs:
                 job = self.store.transition(conn, job, JobState.ABORTED, paused_by=None)
                 self.store.update_debug(conn, job_id, abort_reason=reason)
                 self.store.record(conn, job_id, EventKind.ABORTED, actor=actor, reason=reason)
-                self._count_batch(conn, job)
+                self.count_batch(conn, job)
             else:
                 job = self.store.transition(conn, job, None, request="abort",
                                             request_reason=reason)  # fmt: skip
@@ -480,8 +480,10 @@ class Jobs:
 
     # -- batches -----------------------------------------------------------------------
 
-    def _count_batch(self, conn: Any, job: Job) -> None:
-        if job.batch_id is None:
+    def count_batch(self, conn: Any, job: Job) -> None:
+        """A job that reached a terminal state counts for its batch, if it has one (in
+        the transaction that ended it)."""
+        if job.batch_id is None or not job.state.terminal:
             return
         from midrun.jobs.batches import count_ended
 

@@ -245,10 +245,7 @@ def recover(service: Jobs) -> list[str]:
             if target == JobState.FAILED:
                 service.store.record(conn, job.id, EventKind.FAILED, step=job.checkpoint_step,
                                      error=values["error"])  # fmt: skip
-            if job.state.terminal and job.batch_id is not None:
-                from midrun.jobs.batches import count_ended
-
-                count_ended(conn, job)
+            service.count_batch(conn, job)
             recovered.append(job.id)
         if dead:
             conn.execute(update(workers).where(workers.c.id.in_(dead))
